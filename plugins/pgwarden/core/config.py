@@ -1,0 +1,274 @@
+"""The declarative config (``include/pgwarden.yaml``) as pydantic models.
+
+Every database entry is validated on its own, so one broken entry cannot hide the DAGs of the
+others. Error messages name the file, the key path and what was expected. Secrets never live
+here: the config names Airflow connection ids.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Annotated, Any, Literal
+from urllib.parse import urlparse
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from pgwarden.core.schedule import validate_cron
+from pgwarden.core.units import parse_duration, parse_size
+
+DATABASE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
+CONN_ID = re.compile(r"^[A-Za-z0-9_.\-]+$")
+QUALIFIED_TABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)?$")
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+ByteSize = Annotated[int, BeforeValidator(parse_size)]
+
+
+def _cron(value: Any) -> str:
+    return validate_cron(str(value))
+
+
+def _frequent_cron(value: Any) -> str:
+    return validate_cron(str(value), min_interval=timedelta(minutes=5))
+
+
+def _conn_id(value: Any) -> str:
+    if not isinstance(value, str) or not CONN_ID.match(value):
+        raise ValueError(f"expected an Airflow connection id (letters, digits, '_', '-', '.'), got {value!r}")
+    return value
+
+
+Cron = Annotated[str, BeforeValidator(_cron)]
+FrequentCron = Annotated[str, BeforeValidator(_frequent_cron)]
+ConnId = Annotated[str, BeforeValidator(_conn_id)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RepositoryConfig(Strict):
+    """Where backups live: ``file:///abs/path`` or ``s3://bucket/prefix``."""
+
+    url: str
+    conn_id: ConnId | None = Field(
+        default=None, description="Airflow AWS connection for s3:// URLs (endpoint, region, credentials)"
+    )
+    sse: Literal["AES256", "aws:kms", "none"] = "AES256"
+    kms_key_id: str | None = None
+    object_lock_mode: Literal["GOVERNANCE", "COMPLIANCE"] | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, url: str) -> str:
+        parsed = urlparse(url)
+        if parsed.scheme == "s3":
+            if not parsed.netloc:
+                raise ValueError(f"s3 URL needs a bucket: s3://bucket/prefix, got {url!r}")
+            return url.rstrip("/")
+        if parsed.scheme == "file":
+            if parsed.netloc or not parsed.path.startswith("/"):
+                raise ValueError(f"file URL needs an absolute path: file:///var/backups/pg, got {url!r}")
+            return url.rstrip("/")
+        raise ValueError(
+            f"unknown repository URL scheme {parsed.scheme or '(none)'!r} in {url!r}: "
+            f"use s3://bucket/prefix or file:///absolute/path"
+        )
+
+    @model_validator(mode="after")
+    def _kms_needs_key(self) -> RepositoryConfig:
+        if self.sse == "aws:kms" and not self.kms_key_id:
+            raise ValueError("sse 'aws:kms' needs kms_key_id")
+        if self.kms_key_id and self.sse != "aws:kms":
+            raise ValueError("kms_key_id is only used with sse: aws:kms")
+        if self.url.startswith("file:") and (self.conn_id or self.object_lock_mode):
+            raise ValueError("conn_id and object_lock_mode only apply to s3:// repositories")
+        return self
+
+    @property
+    def scheme(self) -> str:
+        return urlparse(self.url).scheme
+
+
+class StandbyConfig(Strict):
+    conn_id: ConnId
+    max_replay_lag: Duration = timedelta(minutes=5)
+
+
+class HealthcheckConfig(Strict):
+    enabled: bool = True
+    schedule: Cron = "@hourly"
+    max_pg_wal_size: ByteSize = 8 * 2**30
+    standbys: list[StandbyConfig] = Field(default_factory=list)
+
+
+class RetentionConfig(Strict):
+    """Grandfather-father-son: the newest N daily, M monthly and Y yearly full backups."""
+
+    daily: int = Field(default=30, ge=1)
+    monthly: int = Field(default=12, ge=0)
+    yearly: int = Field(default=7, ge=0)
+    dry_run: bool = False
+
+
+class LogicalDumpConfig(Strict):
+    enabled: bool = False
+    jobs: int = Field(default=2, ge=1, le=64)
+
+
+class BackupConfig(Strict):
+    enabled: bool = True
+    full_schedule: Cron = "0 2 * * *"
+    incremental_schedule: FrequentCron = "@hourly"
+    checkpoint: Literal["fast", "spread"] = "fast"
+    compression: Literal["auto", "zstd", "gzip", "none"] = "auto"
+    count_rows: list[str] = Field(
+        default_factory=list, description="tables whose row counts the manifest records (schema.table)"
+    )
+    logical_dump: LogicalDumpConfig = Field(default_factory=LogicalDumpConfig)
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
+    slot_name: str | None = Field(default=None, description="defaults to pgwarden_<database>")
+    slot_warn_size: ByteSize = 16 * 2**30
+    offsite: RepositoryConfig | None = None
+
+    @field_validator("count_rows")
+    @classmethod
+    def _tables(cls, tables: list[str]) -> list[str]:
+        for table in tables:
+            if not QUALIFIED_TABLE.match(table):
+                raise ValueError(f"expected table names like 'public.users', got {table!r}")
+        return tables
+
+    @field_validator("slot_name")
+    @classmethod
+    def _slot(cls, name: str | None) -> str | None:
+        if name is not None and not re.match(r"^[a-z0-9_]{1,63}$", name):
+            raise ValueError(f"replication slot names use a-z, 0-9 and '_' (max 63), got {name!r}")
+        return name
+
+
+class DatabaseConfig(Strict):
+    conn_id: ConnId = Field(description="Airflow Postgres connection of the database")
+    repository: RepositoryConfig
+    owner: str = "pgwarden"
+    healthcheck: HealthcheckConfig = Field(default_factory=HealthcheckConfig)
+    backup: BackupConfig = Field(default_factory=BackupConfig)
+
+
+class Defaults(Strict):
+    """Values every database entry inherits unless it sets them itself."""
+
+    owner: str = "pgwarden"
+    retries: int = Field(default=2, ge=0, le=20)
+    retry_delay: Duration = timedelta(minutes=2)
+
+
+@dataclass(frozen=True)
+class ConfigIssue:
+    """One problem in the config, ready to show a human."""
+
+    source: str
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.source}: {self.path}: {self.message}"
+
+
+class ConfigError(ValueError):
+    def __init__(self, issues: list[ConfigIssue]) -> None:
+        self.issues = issues
+        super().__init__("\n".join(str(i) for i in issues))
+
+
+@dataclass(frozen=True)
+class PgwardenConfig:
+    """The validated config: good databases, and the issues of each broken one."""
+
+    source: str
+    defaults: Defaults
+    databases: dict[str, DatabaseConfig] = field(default_factory=dict)
+    broken: dict[str, list[ConfigIssue]] = field(default_factory=dict)
+
+    @property
+    def issues(self) -> list[ConfigIssue]:
+        return [issue for issues in self.broken.values() for issue in issues]
+
+
+def _issues_from(exc: ValidationError, source: str, prefix: str) -> list[ConfigIssue]:
+    issues = []
+    for error in exc.errors():
+        loc = ".".join(str(p) for p in error["loc"])
+        path = f"{prefix}.{loc}" if loc else prefix
+        if error["type"] == "extra_forbidden":
+            message = "unknown key; check its spelling against the documented keys in README"
+        elif error["type"] == "missing":
+            message = "required key is missing"
+        else:
+            message = error["msg"].removeprefix("Value error, ")
+            given = error.get("input")
+            if error["type"] not in ("value_error",) and isinstance(given, (str, int, float, bool)):
+                message += f" (got {given!r})"
+        issues.append(ConfigIssue(source, path, message))
+    return issues
+
+
+TOP_LEVEL_KEYS = {"defaults", "databases"}
+
+
+def parse_config(text: str, source: str) -> PgwardenConfig:
+    """Validate config text. Raises ``ConfigError`` only for problems that break every database."""
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError([ConfigIssue(source, "(file)", f"not valid YAML: {exc}")]) from exc
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError([ConfigIssue(source, "(top)", "expected a mapping with 'databases:'")])
+    unknown = sorted(set(raw) - TOP_LEVEL_KEYS)
+    if unknown:
+        raise ConfigError(
+            [ConfigIssue(source, key, f"unknown top-level key; expected one of {sorted(TOP_LEVEL_KEYS)}")
+             for key in unknown]
+        )
+    try:
+        defaults = Defaults.model_validate(raw.get("defaults") or {})
+    except ValidationError as exc:
+        raise ConfigError(_issues_from(exc, source, "defaults")) from exc
+
+    databases_raw = raw.get("databases") or {}
+    if not isinstance(databases_raw, dict):
+        raise ConfigError([ConfigIssue(source, "databases", "expected a mapping of database name -> settings")])
+
+    databases: dict[str, DatabaseConfig] = {}
+    broken: dict[str, list[ConfigIssue]] = {}
+    for name, entry in databases_raw.items():
+        path = f"databases.{name}"
+        if not isinstance(name, str) or not DATABASE_NAME.match(name):
+            broken[str(name)] = [ConfigIssue(
+                source, path,
+                "database names start with a lowercase letter and use a-z, 0-9 and '_' (max 48): "
+                "they become DAG ids and replication slot names",
+            )]
+            continue
+        if not isinstance(entry, dict):
+            broken[name] = [ConfigIssue(source, path, "expected a mapping with conn_id and repository")]
+            continue
+        merged = {"owner": defaults.owner, **entry}
+        try:
+            databases[name] = DatabaseConfig.model_validate(merged)
+        except ValidationError as exc:
+            broken[name] = _issues_from(exc, source, path)
+    return PgwardenConfig(source=source, defaults=defaults, databases=databases, broken=broken)

@@ -1,0 +1,38 @@
+"""Schedules in the config: cron expressions or Airflow's presets, checked without Airflow."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from croniter import croniter
+
+PRESETS = {
+    "@hourly": "0 * * * *",
+    "@daily": "0 0 * * *",
+    "@weekly": "0 0 * * 0",
+    "@monthly": "0 0 1 * *",
+    "@quarterly": "0 0 1 */3 *",
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+}
+
+
+def validate_cron(expression: str, *, min_interval: timedelta | None = None) -> str:
+    """Return ``expression`` if it is a valid 5-field cron or preset; say what is wrong otherwise."""
+    text = str(expression).strip()
+    cron = PRESETS.get(text, text)
+    if len(cron.split()) != 5 or not croniter.is_valid(cron):
+        raise ValueError(
+            f"expected a 5-field cron expression like '0 2 * * *' or a preset "
+            f"({', '.join(sorted(PRESETS))}), got {expression!r}"
+        )
+    if min_interval is not None:
+        start = datetime(2026, 1, 1, tzinfo=timezone.utc)
+        it = croniter(cron, start)
+        times = [it.get_next(datetime) for _ in range(50)]
+        shortest = min(b - a for a, b in zip(times, times[1:], strict=False))
+        if shortest < min_interval:
+            raise ValueError(
+                f"schedule {expression!r} runs every {shortest}; the shortest allowed interval is {min_interval}"
+            )
+    return text

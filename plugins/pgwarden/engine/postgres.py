@@ -1,0 +1,124 @@
+"""How pgwarden reaches a PostgreSQL server: one settings object for psycopg and for the tools."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+
+import psycopg
+
+from pgwarden.engine.errors import PermanentError, TransientError
+
+# SQLSTATE classes worth a retry: connection exceptions, lock/serialization trouble, shutdown.
+_TRANSIENT_SQLSTATE_PREFIXES = ("08", "40", "55P03", "57P01", "57P02", "57P03", "53")
+
+
+@dataclass(frozen=True)
+class PgTarget:
+    """Connection settings for one server. ``repr`` never shows the password."""
+
+    host: str
+    port: int = 5432
+    user: str = "postgres"
+    dbname: str = "postgres"
+    password: str | None = field(default=None, repr=False)
+    sslmode: str | None = None
+    application_name: str = "pgwarden"
+    connect_timeout: int = 10
+
+    def conninfo_params(self, *, replication: bool = False) -> dict[str, object]:
+        params: dict[str, object] = {
+            "host": self.host,
+            "port": self.port,
+            "user": self.user,
+            "dbname": self.dbname,
+            "application_name": self.application_name,
+            "connect_timeout": self.connect_timeout,
+        }
+        if self.password is not None:
+            params["password"] = self.password
+        if self.sslmode:
+            params["sslmode"] = self.sslmode
+        if replication:
+            params["replication"] = "true"
+            params["dbname"] = "replication"
+        return params
+
+    def tool_env(self) -> dict[str, str]:
+        """libpq environment for ``pg_basebackup`` and friends; the password never goes in argv."""
+        env = {
+            "PGHOST": self.host,
+            "PGPORT": str(self.port),
+            "PGUSER": self.user,
+            "PGDATABASE": self.dbname,
+            "PGAPPNAME": self.application_name,
+            "PGCONNECT_TIMEOUT": str(self.connect_timeout),
+        }
+        if self.password is not None:
+            env["PGPASSWORD"] = self.password
+        if self.sslmode:
+            env["PGSSLMODE"] = self.sslmode
+        return env
+
+    def with_database(self, dbname: str) -> PgTarget:
+        return replace(self, dbname=dbname)
+
+    def describe(self) -> str:
+        """Safe to log: no password."""
+        return f"{self.user}@{self.host}:{self.port}/{self.dbname}"
+
+
+def classify(exc: psycopg.Error, doing: str) -> Exception:
+    """Turn a psycopg error into a transient or permanent pgwarden error that says what failed."""
+    sqlstate = getattr(exc, "sqlstate", None) or ""
+    message = f"{doing}: {type(exc).__name__}: {str(exc).strip()}"
+    if isinstance(exc, psycopg.OperationalError) and not sqlstate:
+        return TransientError(message)
+    if sqlstate.startswith(_TRANSIENT_SQLSTATE_PREFIXES):
+        return TransientError(message)
+    return PermanentError(message)
+
+
+@contextmanager
+def connect(
+    target: PgTarget,
+    *,
+    autocommit: bool = True,
+    statement_timeout: str | None = None,
+    lock_timeout: str | None = None,
+) -> Iterator[psycopg.Connection]:
+    """A psycopg connection with pgwarden's session settings; errors come back classified."""
+    try:
+        conn = psycopg.connect(**target.conninfo_params(), autocommit=autocommit)  # type: ignore[arg-type]
+    except psycopg.Error as exc:
+        raise classify(exc, f"connecting to {target.describe()}") from exc
+    try:
+        for name, value in (("statement_timeout", statement_timeout), ("lock_timeout", lock_timeout)):
+            if value is not None:
+                conn.execute("SELECT set_config(%s, %s, false)", (name, value))
+        yield conn
+    finally:
+        conn.close()
+
+
+def replication_probe(target: PgTarget) -> dict[str, str]:
+    """Open a physical replication connection and run ``IDENTIFY_SYSTEM``.
+
+    This is the only honest test that the role may replicate AND that pg_hba.conf has a
+    ``replication`` line for this client: both are checked by the server at connect time.
+    Replication connections only speak the simple query protocol, hence ``pgconn.exec_``.
+    """
+    conn = psycopg.connect(**target.conninfo_params(replication=True), autocommit=True)  # type: ignore[arg-type]
+    try:
+        result = conn.pgconn.exec_(b"IDENTIFY_SYSTEM")
+        if result.status != psycopg.pq.ExecStatus.TUPLES_OK:
+            raise PermanentError(
+                f"IDENTIFY_SYSTEM failed on {target.describe()}: "
+                f"{(result.error_message or b'').decode(errors='replace').strip()}"
+            )
+        names = [(result.fname(i) or b"").decode() for i in range(result.nfields)]
+        values = [(result.get_value(0, i) or b"").decode() for i in range(result.nfields)]
+        return dict(zip(names, values, strict=True))
+    finally:
+        conn.close()
