@@ -1,0 +1,114 @@
+"""Gathering the facts a healthcheck judges, over real connections."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import psycopg
+
+from pgwarden.core.health import (
+    Finding,
+    HealthReport,
+    Requirements,
+    ServerFacts,
+    SlotFacts,
+    StandbyFacts,
+    evaluate_repository,
+    evaluate_server,
+    evaluate_standby,
+)
+from pgwarden.engine.errors import PgwardenError
+from pgwarden.engine.postgres import PgTarget, connect, replication_probe
+
+_SETTINGS_SQL = """
+SELECT current_setting('server_version'),
+       current_setting('server_version_num')::int,
+       pg_is_in_recovery(),
+       current_setting('wal_level'),
+       current_setting('max_wal_senders')::int,
+       (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'walsender')::int,
+       current_setting('max_replication_slots')::int,
+       (SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user),
+       current_setting('archive_mode'),
+       current_setting('data_checksums') = 'on'
+"""
+
+_SLOTS_SQL = """
+SELECT slot_name, slot_type, active, wal_status,
+       pg_wal_lsn_diff(
+           CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END,
+           restart_lsn)::bigint
+  FROM pg_replication_slots ORDER BY slot_name
+"""
+
+
+def gather_server_facts(target: PgTarget, *, probe_replication: bool) -> ServerFacts:
+    with connect(target, statement_timeout="30s") as conn:
+        row = conn.execute(_SETTINGS_SQL).fetchone()
+        assert row is not None
+        slots = tuple(SlotFacts(*r) for r in conn.execute(_SLOTS_SQL).fetchall())
+        try:
+            wal_bytes = conn.execute("SELECT coalesce(sum(size), 0)::bigint FROM pg_ls_waldir()").fetchone()[0]
+        except psycopg.errors.InsufficientPrivilege:
+            wal_bytes = None
+    replication_error = None
+    if probe_replication:
+        try:
+            replication_probe(target)
+        except (psycopg.Error, PgwardenError) as exc:
+            # The server's own message says whether pg_hba or the role refused us; no secrets in it.
+            replication_error = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+    return ServerFacts(
+        server_version=row[0], server_version_num=row[1], in_recovery=row[2], wal_level=row[3],
+        max_wal_senders=row[4], wal_senders_in_use=row[5], max_replication_slots=row[6],
+        role_can_replicate=bool(row[7]), replication_error=replication_error, archive_mode=row[8],
+        data_checksums=row[9], pg_wal_bytes=wal_bytes, slots=slots,
+    )
+
+
+_STANDBY_SQL = """
+SELECT pg_is_in_recovery(),
+       CASE WHEN NOT pg_is_in_recovery() THEN NULL
+            WHEN pg_last_wal_receive_lsn() IS NOT DISTINCT FROM pg_last_wal_replay_lsn() THEN 0
+            ELSE extract(epoch FROM now() - pg_last_xact_replay_timestamp()) END
+"""
+
+
+def gather_standby_facts(conn_id: str, target: PgTarget | None, max_replay_lag: timedelta,
+                         error: str | None = None) -> StandbyFacts:
+    if target is None:
+        return StandbyFacts(conn_id, max_replay_lag, error=error or "no connection")
+    try:
+        with connect(target, statement_timeout="10s") as conn:
+            in_recovery, lag_seconds = conn.execute(_STANDBY_SQL).fetchone()
+    except PgwardenError as exc:
+        return StandbyFacts(conn_id, max_replay_lag, error=str(exc).splitlines()[0])
+    lag = timedelta(seconds=float(lag_seconds)) if lag_seconds is not None else None
+    return StandbyFacts(conn_id, max_replay_lag, in_recovery=in_recovery, replay_lag=lag)
+
+
+def run_healthcheck(
+    target: PgTarget,
+    requirements: Requirements,
+    *,
+    repository_url: str,
+    repository_probe,
+    standbys: list[StandbyFacts] | None = None,
+) -> HealthReport:
+    """Gather everything, judge it, return the report. Connection failures are findings too."""
+    findings: list[Finding] = []
+    try:
+        facts = gather_server_facts(target, probe_replication=requirements.backups)
+        findings.extend(evaluate_server(facts, requirements))
+    except PgwardenError as exc:
+        findings.append(Finding("connection", "fail", str(exc).splitlines()[0],
+                                "check that the server is up and the Airflow connection's host, port, "
+                                "user and password are right"))
+    try:
+        repository_probe()
+        findings.append(evaluate_repository(repository_url, None))
+    except PgwardenError as exc:
+        findings.append(evaluate_repository(repository_url, str(exc)))
+    for standby in standbys or []:
+        findings.append(evaluate_standby(standby))
+    return HealthReport(tuple(findings))
