@@ -1,0 +1,187 @@
+"""``dag_parse``: how long Airflow takes to parse ``dags/`` with 50 configured databases.
+
+Both sides run the same way, each run in a fresh interpreter with a fresh, empty AIRFLOW_HOME:
+import ``DagBag`` (timed apart, kept as extra information), then time ``DagBag(dag_folder=...)``.
+
+- measured: the project's real ``dags/`` folder, with ``PGWARDEN_CONFIG`` pointing at a generated
+  config of 50 databases ``db00``..``db49`` (connection ids, an s3 repository, backup settings);
+- baseline: a folder holding one trivial DAG file with one ``EmptyOperator``.
+
+One discarded warm-up run each (bytecode caches, disk cache), then ``ctx.repeats`` runs of each,
+interleaved so drift on the machine hits both alike; the median is reported. A run whose bag has
+import errors, misses a file of the folder or lacks any DAG the factory builds from the config stops
+the scenario: a benchmark that silently times a broken parse would be worthless.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from bench.harness import BenchmarkError, Context, Result, median
+
+DATABASES = 50
+TARGET_S = 2.0
+CHILD = Path(__file__).with_name("_dagbag_child.py")
+BASELINE_DAG_ID = "bench_baseline_one_task"
+
+BASELINE_DAG = f'''\
+"""The benchmark baseline: one DAG with one task."""
+
+from airflow.providers.standard.operators.empty import EmptyOperator
+from airflow.sdk import DAG
+
+with DAG(dag_id="{BASELINE_DAG_ID}", schedule=None, catchup=False):
+    EmptyOperator(task_id="noop")
+'''
+
+DATABASE_ENTRY = """\
+  {name}:
+    conn_id: pgwarden_{name}
+    owner: team_{team}
+    repository:
+      url: s3://pgwarden-bench/{name}
+      conn_id: pgwarden_s3
+      sse: AES256
+    healthcheck:
+      schedule: "{minute} * * * *"
+      max_pg_wal_size: 4GiB
+    backup:
+      full_schedule: "{minute} 2 * * *"
+      incremental_schedule: "@hourly"
+      checkpoint: fast
+      compression: auto
+      count_rows: [public.users, public.orders]
+      logical_dump: {{enabled: true, jobs: 2}}
+      retention: {{daily: 30, monthly: 12, yearly: 7}}
+"""
+
+
+def config_text(databases: int = DATABASES) -> str:
+    """A pgwarden.yaml with ``databases`` entries db00, db01, ..."""
+    entries = "".join(
+        DATABASE_ENTRY.format(name=f"db{i:02d}", team=i % 5, minute=i % 60) for i in range(databases)
+    )
+    return f"defaults:\n  owner: data-platform\n  retries: 2\n  retry_delay: 2m\n\ndatabases:\n{entries}"
+
+
+def write_config(directory: Path, databases: int = DATABASES) -> Path:
+    """Write the config and check it is valid in full: every database must get its DAGs."""
+    from pgwarden.core.config import parse_config
+
+    path = directory / "pgwarden.yaml"
+    path.write_text(config_text(databases))
+    config = parse_config(path.read_text(), str(path))
+    if config.broken or len(config.databases) != databases:
+        raise BenchmarkError(f"generated config is not what the benchmark needs: {config.issues}")
+    return path
+
+
+def write_baseline(directory: Path) -> Path:
+    (directory / "one_task_dag.py").write_text(BASELINE_DAG)
+    return directory
+
+
+def parse_once(ctx: Context, folder: Path, config: Path, *, pgwarden: bool) -> dict[str, Any]:
+    """One DagBag fill of ``folder`` in a fresh child; its report plus the process's cost."""
+    report = ctx.tempdir("report") / "dagbag.json"
+    argv = [ctx.python, str(CHILD), str(folder), str(report)] + (["--pgwarden"] if pgwarden else [])
+    env = ctx.airflow_env(folder, PGWARDEN_CONFIG=str(config))
+    run = ctx.measure(argv, env=env, cwd=ctx.scratch).check()
+    if not report.exists():
+        raise BenchmarkError(f"the DagBag child wrote no report:\n{run.stdout[-2000:]}\n{run.stderr[-2000:]}")
+    result = json.loads(report.read_text())
+    result["process_wall_s"] = run.wall_s
+    result["peak_rss_bytes"] = run.peak_rss_bytes
+    return result
+
+
+def check_pgwarden_bag(result: dict[str, Any], folder: Path, databases: int) -> None:
+    problems = []
+    if result["import_errors"]:
+        problems.append("import errors:\n" + "\n".join(f"{p}: {e}" for p, e in result["import_errors"].items()))
+    missing_files = sorted(str(p) for p in folder.glob("*.py") if str(p) not in result["files"])
+    if missing_files:
+        problems.append(f"files the DagBag did not parse: {missing_files}")
+    if result["broken_databases"] or len(result["databases"]) != databases:
+        problems.append(f"config seen by the child: {len(result['databases'])} databases, "
+                        f"broken: {result['broken_databases']}")
+    missing_dags = sorted(set(result["expected_dag_ids"]) - set(result["dag_ids"]))
+    if missing_dags:
+        problems.append(f"DAGs the factory builds but the bag lacks: {missing_dags}")
+    without_dags = [f"db{i:02d}" for i in range(databases)
+                    if not any(d.startswith(f"db{i:02d}.") for d in result["dag_ids"])]
+    if without_dags:
+        problems.append(f"databases without any DAG: {without_dags}")
+    if problems:
+        raise BenchmarkError("the parse being timed is broken:\n" + "\n".join(problems))
+
+
+def check_baseline_bag(result: dict[str, Any]) -> None:
+    if result["import_errors"] or result["dag_ids"] != [BASELINE_DAG_ID] or result["tasks"] != 1:
+        raise BenchmarkError(f"the baseline parse is broken: dags={result['dag_ids']} "
+                             f"tasks={result['tasks']} import_errors={result['import_errors']}")
+
+
+def run(ctx: Context) -> list[Result]:
+    dags_folder = ctx.root / "dags"
+    config = write_config(ctx.tempdir("config"))
+    baseline_folder = write_baseline(ctx.tempdir("baseline-dags"))
+
+    def measure_pair() -> tuple[dict[str, Any], dict[str, Any]]:
+        base = parse_once(ctx, baseline_folder, config, pgwarden=False)
+        check_baseline_bag(base)
+        ours = parse_once(ctx, dags_folder, config, pgwarden=True)
+        check_pgwarden_bag(ours, dags_folder, DATABASES)
+        return ours, base
+
+    ctx.log("warm-up run (discarded)")
+    measure_pair()
+    ours_runs, base_runs = [], []
+    for i in range(ctx.repeats):
+        ours, base = measure_pair()
+        ctx.log(f"run {i + 1}/{ctx.repeats}: dags/ fill {ours['fill_s']:.3f} s "
+                f"(import {ours['import_s']:.2f} s), baseline fill {base['fill_s']:.3f} s")
+        ours_runs.append(ours)
+        base_runs.append(base)
+
+    fill = median([r["fill_s"] for r in ours_runs])
+    dags, tasks = len(ours_runs[-1]["dag_ids"]), ours_runs[-1]["tasks"]
+    return [
+        Result(
+            name="dag_parse",
+            value=fill,
+            unit="s",
+            baseline_name="one-task DAG file",
+            baseline_value=median([r["fill_s"] for r in base_runs]),
+            target=TARGET_S,
+            target_kind="value_max",
+            description=(
+                f"`DagBag(dag_folder='dags/')` fill with {DATABASES} configured databases ({dags} DAGs, "
+                f"{tasks} tasks), fresh interpreter per run, median of {ctx.repeats}; baseline: a folder "
+                f"with one `EmptyOperator` DAG. Airflow's import is timed apart "
+                f"(median {median([r['import_s'] for r in ours_runs]):.2f} s) and not included."
+            ),
+            extra={
+                "databases": DATABASES,
+                "dags": dags,
+                "tasks": tasks,
+                "files": [Path(f).name for f in ours_runs[-1]["files"]],
+                "per_dag_ms": 1000 * fill / dags,
+                "repeats": ctx.repeats,
+                "warmup_runs": 1,
+                "fill_runs_s": [r["fill_s"] for r in ours_runs],
+                "baseline_fill_runs_s": [r["fill_s"] for r in base_runs],
+                "import_s_median": median([r["import_s"] for r in ours_runs]),
+                "baseline_import_s_median": median([r["import_s"] for r in base_runs]),
+                "process_wall_s_median": median([r["process_wall_s"] for r in ours_runs]),
+                "baseline_process_wall_s_median": median([r["process_wall_s"] for r in base_runs]),
+                "process_ratio": median([r["process_wall_s"] for r in ours_runs])
+                / median([r["process_wall_s"] for r in base_runs]),
+                "peak_rss_mib": max(r["peak_rss_bytes"] for r in ours_runs) / 2**20,
+                "baseline_peak_rss_mib": max(r["peak_rss_bytes"] for r in base_runs) / 2**20,
+                "method": "fresh interpreter per run; perf_counter around DagBag(dag_folder=...) only",
+            },
+        )
+    ]
