@@ -97,6 +97,8 @@ class LocalCluster:
             )
         self.socket_dir.mkdir(parents=True, exist_ok=True)
         pgtools.give_to_server_user(self.socket_dir)
+        # The server refuses a data directory others can read (restored or copied ones often are).
+        os.chmod(self.datadir, 0o700)
         options = {
             "port": str(self.port),
             "listen_addresses": "127.0.0.1",
@@ -107,12 +109,24 @@ class LocalCluster:
         opts = " ".join(f"-c {key}={_quote_opt(value)}" for key, value in options.items())
         self.logfile.touch()
         pgtools.give_to_server_user(self.logfile)
-        pgtools.run(
-            [pgtools.tool("pg_ctl"), "start", "-w", "-t", str(int(timeout)), "-D", str(self.datadir),
-             "-l", str(self.logfile), "-o", opts],
-            as_server=True,
-            timeout=timeout + 10,
-        )
+        try:
+            pgtools.run(
+                [pgtools.tool("pg_ctl"), "start", "-w", "-t", str(int(timeout)), "-D", str(self.datadir),
+                 "-l", str(self.logfile), "-o", opts],
+                as_server=True,
+                timeout=timeout + 10,
+            )
+        except pgtools.ToolError as exc:
+            raise PermanentError(
+                f"PostgreSQL in {self.datadir} did not start on port {self.port}. "
+                f"Server log ({self.logfile}), last lines:\n{self.log_tail()}"
+            ) from exc
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            return "\n".join(self.logfile.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return "(no log file)"
 
     def is_running(self) -> bool:
         if not (self.datadir / "postmaster.pid").exists():

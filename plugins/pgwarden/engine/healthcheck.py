@@ -70,7 +70,9 @@ _STANDBY_SQL = """
 SELECT pg_is_in_recovery(),
        CASE WHEN NOT pg_is_in_recovery() THEN NULL
             WHEN pg_last_wal_receive_lsn() IS NOT DISTINCT FROM pg_last_wal_replay_lsn() THEN 0
-            ELSE extract(epoch FROM now() - pg_last_xact_replay_timestamp()) END
+            -- Behind, and nothing replayed since start: behind at least since the server started.
+            ELSE extract(epoch FROM now() - coalesce(pg_last_xact_replay_timestamp(), pg_postmaster_start_time()))
+       END
 """
 
 
