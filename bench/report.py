@@ -27,7 +27,9 @@ with every run and the machine they came from, are in `bench/results/latest.json
 Each figure is measured side by side with a baseline in the same run, on the same machine.
 **ratio** = value / baseline value. A **target** bounds either the value itself (`≤ 2 s`) or the
 ratio (`ratio ≤ 1.5×`); **ok** says whether the latest run met it. Tests never assert on time: these
-figures are the only performance claims the project makes.
+figures are the only performance claims the project makes. A commit marked `-dirty` was measured
+with uncommitted changes in the tree (the benchmark outputs aside); a high load average means another
+job shared the machine, so re-run before trusting a change.
 
 The table below is generated; edit the text above the markers, not between them.
 
@@ -93,6 +95,13 @@ def _package_version(name: str) -> str | None:
         return None
 
 
+def load_average() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (OSError, AttributeError):
+        return None
+
+
 def machine_info() -> dict[str, Any]:
     return {
         "cpu": _cpu_model(),
@@ -102,6 +111,8 @@ def machine_info() -> dict[str, Any]:
         "postgres": _postgres_version(),
         "airflow": _package_version("apache-airflow"),
         "os": platform.platform(),
+        # Other work on the machine skews every figure: a high load here means "re-run when quiet".
+        "load_avg_1m_at_start": load_average(),
     }
 
 
@@ -170,7 +181,8 @@ def render_table(document: dict[str, Any]) -> str:
         f"Latest run: commit `{document.get('commit', 'unknown')}` on {machine.get('cpu', '?')}, "
         f"{machine.get('cores', '?')} cores, {machine.get('memory_gib', '?')} GiB RAM, "
         f"Python {machine.get('python', '?')}, Airflow {machine.get('airflow', '?')}, "
-        f"{machine.get('postgres') or 'no PostgreSQL'}, {machine.get('os', '?')}.",
+        f"{machine.get('postgres') or 'no PostgreSQL'}, {machine.get('os', '?')}; "
+        f"1-minute load average at start {machine.get('load_avg_1m_at_start', '?')}.",
         "",
         "| benchmark | value | baseline | baseline value | ratio | target | ok | measured at commit |",
         "|---|---:|---|---:|---:|---|:-:|---|",

@@ -76,12 +76,15 @@ def run_scenarios(
 ) -> tuple[dict[str, Any] | None, list[str]]:
     """Run ``scenarios``, write the merged results and the table; (document, names that failed)."""
     commit = commit or report.git_commit()
+    # Before any scenario runs: the load is the machine's, not ours.
+    machine = machine or report.machine_info()
     fresh: list[dict[str, Any]] = []
     succeeded: list[str] = []
     failed: list[str] = []
     for name, scenario in scenarios.items():
         print(f"== {name}", flush=True)
         scratch = Path(tempfile.mkdtemp(prefix=f"pgwarden-bench-{name}-"))
+        load = report.load_average()
         try:
             results = scenario(Context(repeats=repeats, scratch=scratch))
             if not results or not all(isinstance(r, Result) for r in results):
@@ -96,12 +99,13 @@ def run_scenarios(
         measured_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
         for result in results:
             result.scenario, result.commit, result.measured_at = name, commit, measured_at
+            result.extra.setdefault("load_avg_1m_at_start", load)
             fresh.append(result.to_json())
         succeeded.append(name)
     if not succeeded:
         return None, failed
     document = report.write_results(
-        results_path, commit=commit, machine=machine or report.machine_info(), fresh=fresh,
+        results_path, commit=commit, machine=machine, fresh=fresh,
         scenarios_run=succeeded,
     )
     report.update_benchmarks_md(benchmarks_md, document)
