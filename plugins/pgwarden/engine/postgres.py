@@ -97,6 +97,8 @@ def connect(
         for name, value in (("statement_timeout", statement_timeout), ("lock_timeout", lock_timeout)):
             if value is not None:
                 conn.execute("SELECT set_config(%s, %s, false)", (name, value))
+        if not autocommit:
+            conn.commit()  # session settings stay; the caller starts its own transaction
         yield conn
     finally:
         conn.close()

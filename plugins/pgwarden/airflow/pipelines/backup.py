@@ -1,0 +1,89 @@
+"""``<database>.backup_full`` (nightly) and ``<database>.backup_incremental`` (hourly WAL)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from airflow.sdk import DAG, Asset
+
+from pgwarden.airflow.operators.backup import BaseBackupOperator, CollectWalOperator
+from pgwarden.airflow.pipelines.common import pgwarden_dag
+from pgwarden.core.config import DatabaseConfig, Defaults
+
+FULL_DOC = """\
+### {database}.backup_full
+
+**What it does.** Takes a full base backup of `{database}` with `pg_basebackup` over the replication
+protocol (tar format, WAL included so the backup is consistent on its own, {compression} compression,
+`backup_manifest` with SHA-256 of every file, checkpoint `{checkpoint}`), verifies every file against
+that manifest, records a row-count snapshot of {tables} beside a named restore point, uploads it to
+`{repository}` and writes the small `pgwarden.json` manifest **last** — a backup without it does not
+exist. The first run creates the replication slot `{slot}` that guards WAL for point-in-time recovery.
+
+**What it touches.** Reads the whole database through a replication connection (one checkpoint, two
+WAL senders for the duration); writes under `{database}/base/<backup_id>/` in the repository; local disk
+on the worker about the size of the compressed backup.
+
+**Run it by hand.** Trigger the DAG. Every run is a new backup; re-running is always safe.
+
+**When it fails.** Read the task log's last lines: a refused replication connection or a full set of WAL
+senders says what to change on the server (the `{database}.healthcheck` DAG checks all of it). A run
+killed midway leaves an orphan folder with no `pgwarden.json`; it is never listed, never restored from,
+and retention removes it after a day. Clear the task to try again.
+"""
+
+INCREMENTAL_DOC = """\
+### {database}.backup_incremental
+
+**What it does.** Creates a named restore point (`pgwarden_{database}_<UTC time>`, a clean target for
+point-in-time recovery), switches WAL, streams every WAL segment since the last run from the server with
+`pg_receivewal` and uploads finished segments and timeline `.history` files to `{repository}`. Only then
+does it advance the replication slot `{slot}`, so WAL is never released before it is stored.
+
+**What it touches.** One replication connection; the slot `{slot}`; `{database}/wal/` and
+`{database}/restore_points/` in the repository.
+
+**Run it by hand.** Trigger it any time, e.g. right before a risky change, to get a fresh restore point.
+
+**When it fails.** "slot was invalidated" or "already removed" means WAL was lost before collection:
+trigger `{database}.backup_full` to start a new chain (the log says exactly what to run). Connection
+errors retry by themselves; a killed run is safe to clear: it re-streams from the slot.
+"""
+
+
+def backups_asset(database: str, db_config: DatabaseConfig) -> Asset:
+    return Asset(name=f"pgwarden.{database}.backups", uri=f"{db_config.repository.url}/{database}/base")
+
+
+def build(database: str, db_config: DatabaseConfig, defaults: Defaults) -> list[DAG]:
+    backup = db_config.backup
+    if not backup.enabled:
+        return []
+    fmt = {
+        "database": database,
+        "repository": db_config.repository.url,
+        "slot": backup.slot_name or f"pgwarden_{database}",
+        "compression": "zstd (gzip where zstd is missing)" if backup.compression == "auto" else backup.compression,
+        "checkpoint": backup.checkpoint,
+        "tables": ", ".join(f"`{t}`" for t in backup.count_rows) or "no tables (set backup.count_rows)",
+    }
+    with pgwarden_dag(
+        database=database, concern="backup_full", db_config=db_config, defaults=defaults,
+        schedule=backup.full_schedule, doc_md=FULL_DOC.format(**fmt),
+        description=f"Nightly full base backup of {database} into {db_config.repository.url}",
+        dagrun_timeout=timedelta(hours=12),
+    ) as full:
+        BaseBackupOperator(
+            task_id="base_backup", database=database, db_config=db_config,
+            outlets=[backups_asset(database, db_config)], execution_timeout=timedelta(hours=8),
+        )
+
+    with pgwarden_dag(
+        database=database, concern="backup_incremental", db_config=db_config, defaults=defaults,
+        schedule=backup.incremental_schedule, doc_md=INCREMENTAL_DOC.format(**fmt),
+        description=f"Hourly WAL collection and restore point for {database}",
+        dagrun_timeout=timedelta(hours=2),
+    ) as incremental:
+        CollectWalOperator(task_id="collect_wal", database=database, db_config=db_config,
+                           execution_timeout=timedelta(hours=1))
+    return [full, incremental]

@@ -1,0 +1,71 @@
+"""Compression for what pgwarden stores: zstd where the tools support it, gzip otherwise.
+
+WAL segments are compressed by the ``zstd`` command (multi-threaded, streaming, bounded memory);
+without it, by Python's gzip. Base backups are compressed by pg_basebackup itself.
+"""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+import subprocess
+from functools import cache
+from pathlib import Path
+
+from pgwarden.engine import pgtools
+from pgwarden.engine.errors import PermanentError
+
+_CHUNK = 1 << 20
+
+
+@cache
+def basebackup_supports_zstd(pg_basebackup: str) -> bool:
+    """Ask pg_basebackup itself: an unsupported method is rejected before it connects anywhere."""
+    result = subprocess.run(
+        [pg_basebackup, "-D", "/nonexistent/pgwarden-probe", "-Ft", "--compress=client-zstd:1",
+         "-d", "host=/nonexistent-pgwarden-probe connect_timeout=1"],
+        capture_output=True, text=True, check=False, timeout=30,
+    )
+    return "does not support compression" not in result.stderr
+
+
+def resolve(method: str, pg_basebackup: str | None = None) -> str:
+    """Turn the config's ``compression`` (auto|zstd|gzip|none) into what this worker can do."""
+    zstd_cli = shutil.which("zstd") is not None
+    zstd_pg = basebackup_supports_zstd(pg_basebackup or pgtools.tool("pg_basebackup"))
+    if method == "auto":
+        return "zstd" if zstd_cli and zstd_pg else "gzip"
+    if method == "zstd" and not (zstd_cli and zstd_pg):
+        raise PermanentError(
+            "compression: zstd was asked for, but this worker lacks the zstd command or a pg_basebackup "
+            "built with zstd. Install zstd (apt-get install zstd) or set backup.compression: auto."
+        )
+    return method
+
+
+def compress_file(src: Path, dst: Path, method: str) -> None:
+    if method == "zstd":
+        pgtools.run(["zstd", "-q", "-f", "-3", "-T0", str(src), "-o", str(dst)], timeout=3600)
+    elif method == "gzip":
+        with open(src, "rb") as fin, gzip.open(dst, "wb", compresslevel=6) as fout:
+            shutil.copyfileobj(fin, fout, _CHUNK)
+    else:
+        shutil.copyfile(src, dst)
+
+
+def decompress_file(src: Path, dst: Path) -> None:
+    """Decompress by file suffix (``.zst``, ``.gz``, or none)."""
+    if src.suffix == ".zst":
+        pgtools.run(["zstd", "-q", "-d", "-f", str(src), "-o", str(dst)], timeout=3600)
+    elif src.suffix == ".gz":
+        with gzip.open(src, "rb") as fin, open(dst, "wb") as fout:
+            shutil.copyfileobj(fin, fout, _CHUNK)
+    else:
+        shutil.copyfile(src, dst)
+
+
+def decompressing_reader(path: Path) -> subprocess.Popen | None:
+    """A ``zstd -dc`` process streaming ``path`` decompressed on stdout (None if not zstd)."""
+    if path.suffix != ".zst":
+        return None
+    return subprocess.Popen(["zstd", "-q", "-d", "-c", str(path)], stdout=subprocess.PIPE)

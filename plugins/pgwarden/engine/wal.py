@@ -1,0 +1,243 @@
+"""Continuous WAL collection through a physical replication slot that only pgwarden advances.
+
+Why this shape: ``pg_receivewal`` confirms WAL to the server as soon as it is on the worker's
+local disk. If it streamed through pgwarden's slot, a task killed between receiving and uploading
+would let the server recycle WAL that never reached the repository: a silent hole in the chain.
+So the slot is a *guard*: ``pg_receivewal`` streams without a slot, starting where the guard
+stands, and the guard is advanced (``pg_replication_slot_advance``) only after every segment up
+to the new position is in the repository. A kill at any moment just re-streams from the guard.
+
+Each run: create a named restore point (a clean PITR target), switch WAL so that segment is
+complete, stream up to the segment boundary, upload finished segments and ``.history`` files,
+then advance the guard.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import psycopg
+
+from pgwarden.core import layout
+from pgwarden.core.lsn import Lsn
+from pgwarden.core.walnames import is_history_name, is_segment_name, segment_name
+from pgwarden.engine import compress, pgtools
+from pgwarden.engine.errors import PermanentError, TransientError
+from pgwarden.engine.postgres import PgTarget, connect, replication_probe
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class SlotState:
+    name: str
+    restart_lsn: Lsn
+    wal_status: str | None
+    retained_bytes: int
+    created: bool = False
+
+
+@dataclass
+class WalCollection:
+    """What one run collected: positions, counts and sizes only (safe for XCom)."""
+
+    timeline: int
+    start_lsn: str
+    end_lsn: str
+    restore_point: str
+    restore_point_lsn: str
+    segments_uploaded: list[str] = field(default_factory=list)
+    segments_skipped: int = 0
+    history_uploaded: list[str] = field(default_factory=list)
+    bytes_received: int = 0
+    bytes_uploaded: int = 0
+    slot_retained_bytes: int = 0
+    slot_warning: str | None = None
+    seconds: float = 0.0
+
+    def summary(self) -> dict[str, object]:
+        data = asdict(self)
+        data["segments_uploaded"] = len(self.segments_uploaded)
+        data["first_segment"] = self.segments_uploaded[0] if self.segments_uploaded else None
+        data["last_segment"] = self.segments_uploaded[-1] if self.segments_uploaded else None
+        return data
+
+
+_SLOT_SQL = """
+SELECT restart_lsn::text, wal_status, slot_type,
+       pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint
+  FROM pg_replication_slots WHERE slot_name = %s
+"""
+
+
+def slot_lost_error(slot: str, database: str) -> PermanentError:
+    return PermanentError(
+        f"replication slot {slot!r} was invalidated (wal_status = lost): the server removed WAL that was "
+        f"never collected, so point-in-time recovery has a gap. Drop it "
+        f"(SELECT pg_drop_replication_slot('{slot}')) and trigger {database}.backup_full, which recreates "
+        f"the slot and starts a new unbroken chain. To stop this happening, run {database}.backup_incremental "
+        f"more often or raise max_slot_wal_keep_size."
+    )
+
+
+def ensure_slot(target: PgTarget, slot: str, database: str, *, create: bool) -> SlotState:
+    """Return the guard slot's state; create it (reserving WAL now) when ``create`` and missing."""
+    with connect(target, statement_timeout="30s") as conn:
+        row = conn.execute(_SLOT_SQL, (slot,)).fetchone()
+        created = False
+        if row is None:
+            if not create:
+                raise PermanentError(
+                    f"replication slot {slot!r} does not exist, so WAL since the last backup may be gone. "
+                    f"Trigger {database}.backup_full: it creates the slot and starts a new chain."
+                )
+            try:
+                conn.execute("SELECT pg_create_physical_replication_slot(%s, true)", (slot,))
+            except psycopg.errors.DuplicateObject:
+                pass  # created concurrently: fine, it is the same guard
+            created = True
+            row = conn.execute(_SLOT_SQL, (slot,)).fetchone()
+    restart, wal_status, slot_type, retained = row
+    if slot_type != "physical":
+        raise PermanentError(f"slot {slot!r} exists but is a {slot_type} slot; pgwarden needs a physical "
+                             f"slot. Rename backup.slot_name or drop that slot.")
+    if wal_status == "lost" or restart is None:
+        raise slot_lost_error(slot, database)
+    return SlotState(slot, Lsn.parse(restart), wal_status, int(retained or 0), created)
+
+
+def advance_slot(target: PgTarget, slot: str, lsn: Lsn) -> None:
+    with connect(target, statement_timeout="60s") as conn:
+        conn.execute("SELECT pg_replication_slot_advance(%s, %s::pg_lsn)", (slot, str(lsn)))
+
+
+def create_restore_point(target: PgTarget, repo, database: str, name: str) -> Lsn:
+    """A named restore point, also recorded in the repository so restores can list targets."""
+    with connect(target, statement_timeout="30s") as conn:
+        lsn = Lsn.parse(str(conn.execute("SELECT pg_create_restore_point(%s)", (name,)).fetchone()[0]))
+    record = {"name": name, "lsn": str(lsn), "created_at": datetime.now(timezone.utc).isoformat()}
+    repo.put_bytes(layout.restore_point_key(database, name), json.dumps(record).encode())
+    return lsn
+
+
+def _switch_and_mark_end(target: PgTarget) -> Lsn:
+    """Complete the current segment and return the boundary to stream up to.
+
+    A tiny non-transactional WAL record after the switch moves the stream past the boundary, so
+    pg_receivewal sees its end position at once instead of waiting for the next keepalive.
+    """
+    with connect(target, statement_timeout="60s") as conn:
+        conn.execute("SELECT pg_switch_wal()")
+        end = Lsn.parse(str(conn.execute("SELECT pg_current_wal_lsn()").fetchone()[0]))
+        conn.execute("SELECT pg_logical_emit_message(false, 'pgwarden', 'wal-collect')")
+    return end
+
+
+def _receive(target: PgTarget, directory: Path, endpos: Lsn, timeout: float, server_major: int) -> None:
+    argv = [pgtools.tool("pg_receivewal", server_major), "-D", str(directory), "--endpos", str(endpos),
+            "--no-loop", "--no-sync"]
+    try:
+        pgtools.run(argv, env=target.tool_env(), timeout=timeout)
+    except pgtools.ToolError as exc:
+        if "has already been removed" in exc.stderr:
+            raise PermanentError(
+                f"the server already removed WAL pgwarden had not collected ({exc.stderr.splitlines()[-1]}); "
+                f"the chain has a gap. Trigger a new full backup to start a new chain."
+            ) from exc
+        # Connection lost, server restarting, timeout: nothing was confirmed, a retry re-streams.
+        raise TransientError(f"pg_receivewal stopped before {endpos}: {exc.stderr[-500:]}") from exc
+
+
+def collect_wal(
+    target: PgTarget,
+    repo,
+    database: str,
+    *,
+    slot: str,
+    workdir: Path,
+    compression: str,
+    restore_point: str,
+    warn_bytes: int,
+    log: Log = print,
+    timeout: float = 3600,
+) -> WalCollection:
+    """Collect all WAL since the guard slot into the repository, then advance the guard."""
+    started = time.monotonic()
+    state = ensure_slot(target, slot, database, create=False)
+    warning = None
+    if state.retained_bytes > warn_bytes:
+        warning = (f"slot {slot} holds {state.retained_bytes} bytes of WAL on the server (warning above "
+                   f"{warn_bytes}); collection is behind or was paused")
+        log(f"WARNING: {warning}")
+    if state.wal_status == "unreserved":
+        log(f"WARNING: slot {slot} is about to lose WAL (wal_status = unreserved): collecting now")
+
+    system = replication_probe(target)
+    timeline = int(system["timeline"])
+    with connect(target) as conn:
+        seg_size = int(conn.execute(
+            "SELECT setting::bigint * CASE unit WHEN 'B' THEN 1 WHEN 'MB' THEN 1048576 ELSE 1 END "
+            "FROM pg_settings WHERE name = 'wal_segment_size'").fetchone()[0])
+        server_major = int(conn.execute("SELECT current_setting('server_version_num')::int").fetchone()[0]) // 10000
+
+    rp_lsn = create_restore_point(target, repo, database, restore_point)
+    endpos = _switch_and_mark_end(target)
+
+    # Seed the start: a sparse, full-size ".partial" of the guard's segment makes pg_receivewal
+    # (re)start exactly at that segment's beginning.
+    spool = workdir / "wal"
+    spool.mkdir(parents=True, exist_ok=True)
+    seed = spool / f"{segment_name(timeline, state.restart_lsn, seg_size)}.partial"
+    with open(seed, "wb") as handle:
+        handle.truncate(seg_size)
+    _receive(target, spool, endpos, timeout, server_major)
+
+    result = WalCollection(
+        timeline=timeline, start_lsn=str(state.restart_lsn), end_lsn=str(endpos), restore_point=restore_point,
+        restore_point_lsn=str(rp_lsn), slot_retained_bytes=state.retained_bytes, slot_warning=warning,
+    )
+    for path in sorted(spool.iterdir()):
+        if is_history_name(path.name):
+            repo.put_file(layout.wal_key(database, path.name), path)
+            result.history_uploaded.append(path.name)
+        elif is_segment_name(path.name):
+            result.bytes_received += path.stat().st_size
+            key = layout.wal_key(database, path.name, compression)
+            if repo.head(key) is not None:
+                result.segments_skipped += 1  # uploaded by a killed predecessor: segments never change
+                continue
+            packed = path.with_name(path.name + layout.COMPRESSION_SUFFIX[compression])
+            compress.compress_file(path, packed, compression)
+            info = repo.put_file(key, packed)
+            result.bytes_uploaded += info.size
+            result.segments_uploaded.append(path.name)
+            packed.unlink()
+        path.unlink(missing_ok=True)
+
+    # Everything before endpos is in the repository now: let the server recycle it.
+    advance_slot(target, slot, endpos)
+    result.seconds = round(time.monotonic() - started, 3)
+    log(f"collected WAL {result.start_lsn} -> {result.end_lsn} on timeline {timeline}: "
+        f"{len(result.segments_uploaded)} segment(s) uploaded, {result.segments_skipped} already there, "
+        f"{result.bytes_uploaded} bytes stored; restore point {restore_point} at {rp_lsn}")
+    return result
+
+
+def list_wal(repo, database: str) -> tuple[set[str], dict[int, str]]:
+    """Segment names and history files present in the repository."""
+    segments: set[str] = set()
+    histories: dict[int, str] = {}
+    for info in repo.list(layout.wal_prefix(database)):
+        name = layout.wal_file_name(info.key)
+        if is_segment_name(name):
+            segments.add(name)
+        elif is_history_name(name):
+            histories[int(name[:8], 16)] = info.key
+    return segments, histories
+
+
