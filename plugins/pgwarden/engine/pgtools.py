@@ -13,7 +13,7 @@ import re
 import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 from pgwarden.engine.errors import PermanentError
@@ -26,7 +26,7 @@ def _version_of(bindir: Path) -> int:
     return int(match.group(1)) if match else 0
 
 
-@lru_cache(maxsize=None)
+@cache
 def candidate_bindirs() -> tuple[Path, ...]:
     """Directories holding PostgreSQL binaries, newest major version first.
 
@@ -75,7 +75,7 @@ def tool(name: str, min_major: int | None = None) -> str:
     )
 
 
-@lru_cache(maxsize=None)
+@cache
 def tool_major(path: str) -> int:
     out = subprocess.run([path, "--version"], capture_output=True, text=True, check=True).stdout
     match = re.search(r"\s(\d+)(?:\.\d+)?", out)
