@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from datetime import timezone
 from pathlib import Path
 
 from pgwarden.core.config import ConfigError, PgwardenConfig
@@ -73,6 +74,72 @@ def cmd_healthcheck(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def _render_catalog(catalog) -> str:
+    from pgwarden.core.units import format_size
+
+    classes = catalog.gfs_classes
+    policy = catalog.policy
+    lines = [f"{catalog.database} in {catalog.url} (retention: {policy.daily} daily, {policy.monthly} monthly, "
+             f"{policy.yearly} yearly)", ""]
+    header = ("ID", "KIND", "GFS", "STARTED (UTC)", "SIZE", "LSN RANGE", "TLI", "VALID")
+    rows = [
+        (b.id, b.manifest.kind, ",".join(sorted(classes[b.id])) or "(delete)",
+         f"{b.started_at.astimezone(timezone.utc):%Y-%m-%d %H:%M:%S}", format_size(b.stored_bytes),
+         f"{b.manifest.start_lsn} -> {b.manifest.stop_lsn}", str(b.manifest.timeline), "yes" if b.valid else "NO")
+        for b in catalog.backups
+    ]
+    if rows:
+        widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+        for row in [header, *rows]:
+            lines.append("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+        for b in catalog.backups:
+            for problem in b.problems:
+                lines.append(f"  ! {b.id}: {problem}")
+    else:
+        lines.append("no backups")
+    for item in catalog.unreadable:
+        lines.append(f"  ! {item.backup_id}: unreadable, left alone: {item.problem}")
+
+    lines += ["", f"WAL ({len(catalog.wal)} files, segment size {format_size(catalog.segment_size)}):"]
+    for r in catalog.coverage:
+        lines.append(f"  timeline {r.timeline}: {r.start_lsn} -> {r.end_lsn} ({r.segments} segments)")
+    if not catalog.coverage:
+        lines.append("  no WAL segments")
+    histories = sorted(w.name for w in catalog.wal if w.name.endswith(".history"))
+    if histories:
+        lines.append(f"  history files: {', '.join(histories)}")
+    if catalog.wal_end:
+        lines.append(f"  newest WAL position: timeline {catalog.wal_end.timeline}, {catalog.wal_end.lsn}")
+    chain = catalog.check_chain()
+    if chain is not None:
+        lines.append(f"  {'ok' if chain.ok else 'GAP'}: {chain.message}")
+
+    if catalog.orphans:
+        lines += ["", "orphans (no pgwarden.json; retention removes them once older than a day):"]
+        for o in catalog.orphans:
+            newest = f"{o.newest_modified.astimezone(timezone.utc):%Y-%m-%d %H:%M:%S}" if o.newest_modified else "?"
+            lines.append(f"  {o.backup_id}  {len(o.keys)} objects  {format_size(o.total_bytes)}  newest {newest}")
+    for problem in catalog.problems:
+        lines.append(f"! {problem}")
+    return "\n".join(lines)
+
+
+def cmd_catalog(args: argparse.Namespace) -> int:
+    from pgwarden.airflow.connections import open_repository
+    from pgwarden.core.retention import RetentionPolicy
+    from pgwarden.engine.catalog import read_catalog
+
+    db = _database(_load(args), args.database)
+    if args.offsite and db.backup.offsite is None:
+        raise SystemExit(f"database {args.database!r} has no backup.offsite repository configured")
+    repo_config = db.backup.offsite if args.offsite else db.repository
+    retention = db.backup.retention
+    policy = RetentionPolicy(daily=retention.daily, monthly=retention.monthly, yearly=retention.yearly)
+    catalog = read_catalog(open_repository(repo_config), args.database, policy)
+    print(json.dumps(catalog.to_json_dict(), indent=2) if args.json else _render_catalog(catalog))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pgwarden", description=__doc__.splitlines()[0])
     parser.add_argument("--config", help="config file (default: $PGWARDEN_CONFIG or include/pgwarden.yaml)")
@@ -87,6 +154,13 @@ def build_parser() -> argparse.ArgumentParser:
     health.add_argument("database")
     health.add_argument("--json", action="store_true")
     health.set_defaults(func=cmd_healthcheck)
+
+    catalog = sub.add_parser("catalog", help="list a database's backups, GFS classes and WAL coverage "
+                                             "(reads only the repository)")
+    catalog.add_argument("database")
+    catalog.add_argument("--json", action="store_true", help="machine-readable output")
+    catalog.add_argument("--offsite", action="store_true", help="list the off-site repository instead")
+    catalog.set_defaults(func=cmd_catalog)
     return parser
 
 

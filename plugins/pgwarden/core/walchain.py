@@ -1,0 +1,141 @@
+"""Is the WAL archive unbroken? Which segments replay from a backup's start to a later point needs.
+
+A restore replays WAL from the base backup's ``start_lsn`` on its timeline up to a target on a later
+(or the same) timeline, following the target timeline's history the way PostgreSQL's recovery does:
+each segment is read from the newest timeline that had begun by that segment
+(``walnames.segments_on_timeline``). ``missing_segments`` lists the names of that path absent from
+the archive; ``check_chain`` turns the answer into a :class:`ChainReport` whose message says what is
+missing and what to do.
+
+File names are PostgreSQL's (the repository's compression suffixes removed first). A ``.partial``
+file stands in for the *last* segment of the range only: that is where ``pg_receivewal`` keeps the
+segment it is still writing. Everywhere else a ``.partial`` is the tail of an abandoned timeline,
+which recovery does not read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pgwarden.core.lsn import Lsn
+from pgwarden.core.walnames import (
+    DEFAULT_SEGMENT_SIZE,
+    HistoryEntry,
+    history_name,
+    segments_on_timeline,
+    timeline_spans,
+)
+
+MAX_LISTED = 5
+"""How many missing names a report lists; ``missing_count`` has the total."""
+
+
+class TimelineNotReachable(ValueError):
+    """The start timeline is not an ancestor of the end timeline at the start LSN: no replay joins them."""
+
+
+def _check_reachable(start_tli: int, start_lsn: Lsn, end_tli: int, history: list[HistoryEntry]) -> None:
+    spans = timeline_spans(end_tli, history)
+    for span in spans:
+        if span.timeline == start_tli and span.begin <= start_lsn and (span.end is None or start_lsn <= span.end):
+            return
+    path = ", ".join(
+        f"timeline {s.timeline} from {s.begin}" + (f" to {s.end}" if s.end is not None else " on") for s in spans
+    )
+    raise TimelineNotReachable(
+        f"timeline {start_tli} at {start_lsn} is not on the history of timeline {end_tli} ({path}): "
+        f"WAL from there cannot be replayed onto timeline {end_tli}"
+    )
+
+
+def missing_segments(
+    present: set[str],
+    start_tli: int,
+    start_lsn: Lsn,
+    end_tli: int,
+    end_lsn: Lsn,
+    history: list[HistoryEntry],
+    seg_size: int = DEFAULT_SEGMENT_SIZE,
+) -> list[str]:
+    """Segment names needed to replay ``[start_lsn, end_lsn)`` from ``start_tli`` onto ``end_tli``, absent from ``present``.
+
+    ``history`` is ``parse_history_file`` of ``<end_tli>.history`` (``[]`` for timeline 1). Oldest
+    first. ``TimelineNotReachable`` when ``start_tli`` at ``start_lsn`` is not on that history;
+    ``ValueError`` when ``end_lsn < start_lsn``.
+    """
+    if end_lsn < start_lsn:
+        raise ValueError(f"end_lsn {end_lsn} is before start_lsn {start_lsn}")
+    _check_reachable(start_tli, start_lsn, end_tli, history)
+    needed = segments_on_timeline(end_tli, history, start_lsn, end_lsn, seg_size)
+    missing = [name for name in needed if name not in present]
+    if missing and missing[-1] == needed[-1] and f"{needed[-1]}.partial" in present:
+        missing.pop()
+    return missing
+
+
+@dataclass(frozen=True)
+class ChainReport:
+    """The answer of ``check_chain``: is the WAL from ``checked_from`` to ``checked_to`` all there?"""
+
+    ok: bool
+    start_timeline: int
+    checked_from: Lsn
+    end_timeline: int
+    checked_to: Lsn
+    segments_checked: int
+    missing: tuple[str, ...]
+    """the first ``MAX_LISTED`` missing file names, oldest first"""
+    missing_count: int
+    message: str
+
+    def to_json_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "start_timeline": self.start_timeline,
+            "checked_from": str(self.checked_from),
+            "end_timeline": self.end_timeline,
+            "checked_to": str(self.checked_to),
+            "segments_checked": self.segments_checked,
+            "missing": list(self.missing),
+            "missing_count": self.missing_count,
+            "message": self.message,
+        }
+
+
+def _remedy(database: str) -> str:
+    return f"take a new full backup (trigger {database}.backup_full) to start a new unbroken chain"
+
+
+def check_chain(
+    present: set[str],
+    start_tli: int,
+    start_lsn: Lsn,
+    end_tli: int,
+    end_lsn: Lsn,
+    history: list[HistoryEntry],
+    seg_size: int = DEFAULT_SEGMENT_SIZE,
+    *,
+    database: str,
+) -> ChainReport:
+    """``missing_segments`` as a report; the end timeline's ``.history`` file counts as needed too."""
+    where = f"from timeline {start_tli} at {start_lsn} to timeline {end_tli} at {end_lsn}"
+    try:
+        missing = missing_segments(present, start_tli, start_lsn, end_tli, end_lsn, history, seg_size)
+        checked = len(segments_on_timeline(end_tli, history, start_lsn, end_lsn, seg_size))
+    except TimelineNotReachable as exc:
+        return ChainReport(False, start_tli, start_lsn, end_tli, end_lsn, 0, (), 0,
+                           f"WAL chain of {database} is broken: {exc}; {_remedy(database)}")
+    if end_tli > 1 and history_name(end_tli) not in present:
+        missing.insert(0, history_name(end_tli))
+    if not missing:
+        return ChainReport(True, start_tli, start_lsn, end_tli, end_lsn, checked, (), 0,
+                           f"WAL chain of {database} is complete {where} ({checked} segments)")
+    others = len(missing) - 1
+    also = f" and {others} more file{'s' if others != 1 else ''}" if others else ""
+    message = (
+        f"WAL chain of {database} has a gap: {missing[0]}{also} missing from the archive; "
+        f"recovery {where} cannot replay past it; {_remedy(database)}"
+    )
+    return ChainReport(False, start_tli, start_lsn, end_tli, end_lsn, checked,
+                       tuple(missing[:MAX_LISTED]), len(missing), message)

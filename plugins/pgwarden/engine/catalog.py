@@ -1,0 +1,416 @@
+"""What a database's repository holds, read from the repository alone (no Airflow, no server).
+
+``read_catalog(repo, database)`` lists, for one database:
+
+backups
+    every ``<db>/base/<id>/pgwarden.json`` that reads and parses, as a :class:`BackupEntry`. It is
+    *valid* when the manifest says its verification passed, names its own database and id, and every
+    file it lists exists with the recorded size and (where one is recorded) the same SHA-256: one
+    ``head()`` per file, no download. ``problems`` says what is wrong with an invalid one.
+unreadable
+    backup folders whose ``pgwarden.json`` exists but cannot be read (checksum mismatch, not JSON,
+    a format this version does not know). Never counted as backups, never deleted automatically:
+    a newer pgwarden may have written them; a person decides.
+orphans
+    backup folders without ``pgwarden.json``: a backup that was killed, is still running, or was half
+    deleted. Retention removes them once their newest object is older than a day.
+WAL
+    the files under ``<db>/wal/`` by PostgreSQL name (compression suffix removed), the timeline
+    histories, and ``coverage``: the runs of consecutive segments per timeline. The segment size is
+    the newest backup's ``wal_segment_size`` (16 MiB when there is no backup).
+GFS classes
+    ``core.retention.plan_retention`` over every backup (invalid ones with ``valid=False``) and the
+    database's retention policy: what retention keeps and why, and what it would delete.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, NamedTuple
+
+from pydantic import ValidationError
+
+from pgwarden.core.layout import (
+    MANIFEST_NAME,
+    backup_id_of,
+    backup_prefix,
+    base_prefix,
+    manifest_key,
+    wal_file_name,
+    wal_prefix,
+)
+from pgwarden.core.lsn import Lsn
+from pgwarden.core.manifest import BackupManifest
+from pgwarden.core.retention import (
+    DAILY,
+    NEWEST,
+    BackupRef,
+    RetentionPlan,
+    RetentionPolicy,
+    plan_retention,
+)
+from pgwarden.core.walchain import ChainReport, check_chain
+from pgwarden.core.walnames import (
+    DEFAULT_SEGMENT_SIZE,
+    HistoryEntry,
+    check_segment_size,
+    history_timeline,
+    is_backup_history_name,
+    is_history_name,
+    is_partial,
+    is_segment_name,
+    parse_history_file,
+    parse_segment_name,
+)
+from pgwarden.engine.errors import PermanentError
+from pgwarden.engine.repository import ObjectInfo, ObjectMissing, Repository
+
+HEAD_CONCURRENCY = 8
+
+
+@dataclass(frozen=True)
+class BackupEntry:
+    """One backup with a readable ``pgwarden.json``; ``objects`` is everything in its folder."""
+
+    manifest: BackupManifest
+    valid: bool
+    problems: list[str]
+    objects: tuple[ObjectInfo, ...] = ()
+
+    @property
+    def id(self) -> str:
+        return self.manifest.backup_id
+
+    @property
+    def started_at(self) -> datetime:
+        return self.manifest.started_at
+
+    @property
+    def start_lsn(self) -> Lsn:
+        return Lsn.parse(self.manifest.start_lsn)
+
+    @property
+    def stop_lsn(self) -> Lsn:
+        return Lsn.parse(self.manifest.stop_lsn)
+
+    @property
+    def stored_bytes(self) -> int:
+        """Bytes in the repository: every object of the folder (the manifest's own ``stored_bytes`` is what it wrote)."""
+        return sum(o.size for o in self.objects)
+
+    def ref(self) -> BackupRef:
+        return BackupRef(self.id, self.started_at, self.start_lsn, self.stop_lsn, self.manifest.timeline, self.valid)
+
+
+@dataclass(frozen=True)
+class Orphan:
+    """A backup folder without ``pgwarden.json``."""
+
+    backup_id: str
+    newest_modified: datetime | None
+    total_bytes: int
+    keys: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class UnreadableBackup:
+    """A backup folder whose ``pgwarden.json`` cannot be read; left for a person to look at."""
+
+    backup_id: str
+    problem: str
+    keys: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class WalObject:
+    name: str
+    """PostgreSQL's file name: a segment, ``.partial``, ``.backup`` or ``.history`` file"""
+    key: str
+    size: int
+    modified: datetime | None
+
+
+class WalRange(NamedTuple):
+    """Consecutive segments of one timeline holding the WAL ``[start_lsn, end_lsn)``."""
+
+    timeline: int
+    start_lsn: Lsn
+    end_lsn: Lsn
+    segments: int
+
+
+class WalPosition(NamedTuple):
+    timeline: int
+    lsn: Lsn
+
+
+@dataclass(frozen=True)
+class Catalog:
+    database: str
+    url: str
+    policy: RetentionPolicy
+    backups: tuple[BackupEntry, ...]
+    """oldest first (by ``started_at``, then id)"""
+    orphans: tuple[Orphan, ...]
+    unreadable: tuple[UnreadableBackup, ...]
+    wal: tuple[WalObject, ...]
+    """every object under ``<db>/wal/``, by name"""
+    segment_size: int
+    history: dict[int, list[HistoryEntry]]
+    """timeline -> its parsed ``.history`` file (timelines whose file was readable)"""
+    coverage: tuple[WalRange, ...]
+    wal_end: WalPosition | None
+    """the end of the newest segment on the newest timeline that has segments"""
+    plan: RetentionPlan
+    problems: tuple[str, ...] = field(default=())
+    """things in the repository that are not as the layout says (never fatal for a listing)"""
+
+    @property
+    def gfs_classes(self) -> dict[str, frozenset[str]]:
+        """backup id -> why retention keeps it (``daily``, ``monthly``, ...); empty when it would go."""
+        return {b.id: self.plan.classes(b.id) for b in self.backups}
+
+    @property
+    def valid_backups(self) -> list[BackupEntry]:
+        return [b for b in self.backups if b.valid]
+
+    @property
+    def newest_valid(self) -> BackupEntry | None:
+        valid = self.valid_backups
+        return valid[-1] if valid else None
+
+    def backup(self, backup_id: str) -> BackupEntry:
+        for entry in self.backups:
+            if entry.id == backup_id:
+                return entry
+        raise KeyError(f"{self.database} has no backup {backup_id!r} in {self.url}")
+
+    @property
+    def wal_names(self) -> set[str]:
+        return {w.name for w in self.wal}
+
+    def check_chain(self, start: BackupEntry | None = None, end: WalPosition | None = None) -> ChainReport | None:
+        """Is the WAL there to replay from ``start`` (default: the oldest backup kept for point-in-time
+        recovery) to ``end`` (default: ``wal_end``)? ``None`` when there is no valid backup."""
+        if start is None:
+            pitr = [b for b in self.valid_backups if self.plan.classes(b.id) & {DAILY, NEWEST}]
+            if not pitr:
+                return None
+            start = pitr[0]
+        if end is None:
+            end = self.wal_end or WalPosition(start.manifest.timeline, start.start_lsn)
+        end_lsn = max(end.lsn, start.start_lsn)
+        return check_chain(
+            self.wal_names, start.manifest.timeline, start.start_lsn, end.timeline, end_lsn,
+            self.history.get(end.timeline, []), self.segment_size, database=self.database,
+        )
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """Ids, times, sizes and LSNs only: safe for logs, XCom and the CLI's ``--json``."""
+        classes = self.gfs_classes
+        chain = self.check_chain()
+        return {
+            "database": self.database,
+            "repository": self.url,
+            "retention": {"daily": self.policy.daily, "monthly": self.policy.monthly, "yearly": self.policy.yearly},
+            "backups": [
+                {
+                    "id": b.id,
+                    "kind": b.manifest.kind,
+                    "gfs": sorted(classes[b.id]),
+                    "started_at": b.started_at.isoformat(),
+                    "finished_at": b.manifest.finished_at.isoformat(),
+                    "stored_bytes": b.stored_bytes,
+                    "database_size_bytes": b.manifest.database_size_bytes,
+                    "start_lsn": b.manifest.start_lsn,
+                    "stop_lsn": b.manifest.stop_lsn,
+                    "timeline": b.manifest.timeline,
+                    "server_version": b.manifest.server_version,
+                    "valid": b.valid,
+                    "problems": list(b.problems),
+                }
+                for b in self.backups
+            ],
+            "unreadable": [{"id": u.backup_id, "problem": u.problem, "objects": len(u.keys)} for u in self.unreadable],
+            "orphans": [
+                {
+                    "id": o.backup_id,
+                    "objects": len(o.keys),
+                    "total_bytes": o.total_bytes,
+                    "newest_modified": o.newest_modified.isoformat() if o.newest_modified else None,
+                }
+                for o in self.orphans
+            ],
+            "wal": {
+                "segment_size": self.segment_size,
+                "objects": len(self.wal),
+                "bytes": sum(w.size for w in self.wal),
+                "history_files": sorted(w.name for w in self.wal if is_history_name(w.name)),
+                "coverage": [
+                    {"timeline": r.timeline, "start_lsn": str(r.start_lsn), "end_lsn": str(r.end_lsn),
+                     "segments": r.segments}
+                    for r in self.coverage
+                ],
+                "end": {"timeline": self.wal_end.timeline, "lsn": str(self.wal_end.lsn)} if self.wal_end else None,
+                "chain": chain.to_json_dict() if chain else None,
+            },
+            "retention_plan": self.plan.to_json_dict(),
+            "problems": list(self.problems),
+        }
+
+
+def head_many(repo: Repository, keys: list[str]) -> dict[str, ObjectInfo | None]:
+    """``head()`` of many keys, a few at a time: one round trip each on S3, so overlap them."""
+    if len(keys) <= 1:
+        return {k: repo.head(k) for k in keys}
+    with ThreadPoolExecutor(max_workers=HEAD_CONCURRENCY, thread_name_prefix="pgwarden-head") as pool:
+        return dict(zip(keys, pool.map(repo.head, keys), strict=True))
+
+
+def _read_manifest(repo: Repository, database: str, backup_id: str) -> BackupManifest | str | None:
+    """The manifest, or a problem (str) when it cannot be read, or ``None`` when it vanished."""
+    key = manifest_key(database, backup_id)
+    try:
+        manifest = BackupManifest.from_json(repo.get_bytes(key))
+    except ObjectMissing:
+        return None  # deleted since the listing (a prune running beside us): not a backup any more
+    except PermanentError as exc:  # ChecksumMismatch and other permanent read failures
+        return f"{MANIFEST_NAME} cannot be read: {exc}"
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "(document)"
+        return (f"{MANIFEST_NAME} is not a pgwarden.backup/1 manifest this version understands "
+                f"({exc.error_count()} problem(s), first at {where}: {first['msg']})")
+    try:
+        start, stop = Lsn.parse(manifest.start_lsn), Lsn.parse(manifest.stop_lsn)
+    except ValueError as exc:
+        return f"{MANIFEST_NAME} has an unreadable LSN: {exc}"
+    if stop < start or manifest.timeline < 1 or manifest.started_at.utcoffset() is None:
+        return f"{MANIFEST_NAME} is inconsistent: stop_lsn before start_lsn, timeline < 1 or a naive started_at"
+    try:
+        check_segment_size(manifest.wal_segment_size)
+    except ValueError as exc:
+        return f"{MANIFEST_NAME} has an impossible wal_segment_size: {exc}"
+    return manifest
+
+
+def _file_problems(manifest: BackupManifest, database: str, backup_id: str,
+                   heads: dict[str, ObjectInfo | None], repo: Repository) -> list[str]:
+    problems = []
+    if manifest.database != database or manifest.backup_id != backup_id:
+        problems.append(f"{MANIFEST_NAME} describes {manifest.database}/{manifest.backup_id}, "
+                        f"but lies in {backup_prefix(database, backup_id)}")
+    if not manifest.verification.ok:
+        problems.append(f"its verification ({manifest.verification.method}) failed when it was taken")
+    for stored in manifest.files:
+        key = backup_prefix(database, backup_id) + stored.name
+        head = heads.get(key)
+        if head is None:
+            problems.append(f"{stored.name} is missing ({repo.uri(key)})")
+        elif head.size != stored.size:
+            problems.append(f"{stored.name} is {head.size} bytes, the manifest says {stored.size}")
+        elif head.sha256 is not None and head.sha256 != stored.sha256.lower():
+            problems.append(f"{stored.name} has recorded sha256 {head.sha256}, the manifest says {stored.sha256}")
+    return problems
+
+
+def _segment_size(manifests: Iterable[tuple[BackupManifest, bool]]) -> int:
+    ordered = sorted(manifests, key=lambda mv: (mv[1], mv[0].started_at, mv[0].backup_id))
+    return ordered[-1][0].wal_segment_size if ordered else DEFAULT_SEGMENT_SIZE
+
+
+def _coverage(segments: dict[int, list[int]], seg_size: int) -> list[WalRange]:
+    ranges: list[WalRange] = []
+    for tli in sorted(segments):
+        numbers = sorted(set(segments[tli]))
+        run_start = previous = numbers[0]
+        for number in [*numbers[1:], None]:
+            if number is not None and number == previous + 1:
+                previous = number
+                continue
+            ranges.append(WalRange(tli, Lsn(run_start * seg_size), Lsn((previous + 1) * seg_size),
+                                   previous - run_start + 1))
+            if number is not None:
+                run_start = previous = number
+    return ranges
+
+
+def read_catalog(repo: Repository, database: str, policy: RetentionPolicy | None = None) -> Catalog:
+    """Everything ``database`` has in ``repo``; see the module docstring. Reads only."""
+    policy = policy or RetentionPolicy()
+    problems: list[str] = []
+
+    folders: dict[str, list[ObjectInfo]] = defaultdict(list)
+    strays = 0
+    for info in repo.list(base_prefix(database)):
+        backup_id = backup_id_of(info.key)
+        if backup_id is None:
+            strays += 1
+        else:
+            folders[backup_id].append(info)
+    if strays:
+        problems.append(f"{strays} object(s) under {base_prefix(database)} are outside any backup folder "
+                        f"(<id> = YYYYMMDDTHHMMSSZ); pgwarden leaves them alone")
+
+    manifests: dict[str, BackupManifest] = {}
+    orphans: list[Orphan] = []
+    unreadable: list[UnreadableBackup] = []
+    for backup_id in sorted(folders):
+        objects = folders[backup_id]
+        has_manifest = any(o.key == manifest_key(database, backup_id) for o in objects)
+        result = _read_manifest(repo, database, backup_id) if has_manifest else None
+        if isinstance(result, BackupManifest):
+            manifests[backup_id] = result
+        elif isinstance(result, str):
+            unreadable.append(UnreadableBackup(backup_id, result, tuple(o.key for o in objects)))
+        else:
+            times = [o.modified for o in objects if o.modified is not None]
+            orphans.append(Orphan(backup_id, max(times) if times else None, sum(o.size for o in objects),
+                                  tuple(o.key for o in objects)))
+
+    keys = [backup_prefix(database, bid) + f.name for bid, m in manifests.items() for f in m.files]
+    heads = head_many(repo, keys)
+    backups = []
+    for backup_id, manifest in manifests.items():
+        found = _file_problems(manifest, database, backup_id, heads, repo)
+        backups.append(BackupEntry(manifest, not found, found, tuple(folders[backup_id])))
+    backups.sort(key=lambda b: (b.started_at, b.id))
+
+    seg_size = _segment_size((b.manifest, b.valid) for b in backups)
+    wal: list[WalObject] = []
+    segments: dict[int, list[int]] = defaultdict(list)
+    history: dict[int, list[HistoryEntry]] = {}
+    for info in repo.list(wal_prefix(database)):
+        name = wal_file_name(info.key)
+        wal.append(WalObject(name, info.key, info.size, info.modified))
+        if is_history_name(name):
+            try:
+                history[history_timeline(name)] = parse_history_file(repo.get_bytes(info.key).decode())
+            except (PermanentError, ValueError, UnicodeDecodeError) as exc:
+                problems.append(f"timeline history {name} cannot be read: {exc}")
+        elif is_segment_name(name):
+            try:
+                tli, first = parse_segment_name(name, seg_size)
+            except ValueError as exc:
+                problems.append(str(exc))
+                continue
+            segments[tli].append(first.value // seg_size)
+        elif not (is_partial(name) or is_backup_history_name(name)):
+            problems.append(f"{info.key} is not a WAL, .partial, .backup or .history file; pgwarden leaves it alone")
+    wal.sort(key=lambda w: (w.name, w.key))
+    coverage = _coverage(segments, seg_size) if segments else []
+    wal_end = None
+    if segments:
+        tli = max(segments)
+        wal_end = WalPosition(tli, Lsn((max(segments[tli]) + 1) * seg_size))
+
+    plan = plan_retention([b.ref() for b in backups], policy)
+    return Catalog(
+        database=database, url=repo.url, policy=policy, backups=tuple(backups), orphans=tuple(orphans),
+        unreadable=tuple(unreadable), wal=tuple(wal), segment_size=seg_size, history=history,
+        coverage=tuple(coverage), wal_end=wal_end, plan=plan, problems=tuple(problems),
+    )

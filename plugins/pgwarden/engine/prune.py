@@ -1,0 +1,231 @@
+"""GFS retention, carried out: delete what ``core.retention.plan_retention`` does not keep.
+
+``prune(repo, database, policy)`` reads the catalog (``engine.catalog``) and deletes, in this order:
+
+1. backups the plan deletes: those outside the GFS set, and invalid ones older than the newest valid
+   backup. Their ``pgwarden.json`` goes FIRST, then the rest of the folder, so a prune killed half way
+   leaves an orphan (which a later run removes), never a half-deleted backup that looks valid;
+2. orphans (folders without ``pgwarden.json``) whose newest object is older than ``orphan_age``; a
+   younger one may be a backup still being written and is left alone;
+3. WAL no kept backup and no point-in-time recovery inside the daily window needs
+   (``RetentionPlan.segment_needed``). Never a ``.history`` file, never a file the layout does not
+   name, never a segment ending after the newest valid backup's start LSN or on a timeline newer than
+   its timeline (a restore may just have started that timeline), and no WAL at all while a backup
+   folder has an unreadable ``pgwarden.json`` (its WAL needs are unknown).
+
+Nothing at all is deleted while the repository holds no valid backup. Unreadable backups are never
+deleted. ``dry_run`` deletes nothing and returns the same result. A second run right after deletes
+nothing; a run after a killed one finishes its work.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from pgwarden.core.layout import manifest_key
+from pgwarden.core.retention import RetentionPolicy
+from pgwarden.core.units import format_size
+from pgwarden.core.walnames import (
+    is_backup_history_name,
+    is_history_name,
+    is_partial,
+    is_segment_name,
+    parse_segment_name,
+    segment_end,
+)
+from pgwarden.engine.catalog import Catalog, WalObject, read_catalog
+from pgwarden.engine.repository import Repository
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_ORPHAN_AGE = timedelta(days=1)
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    """What a prune deleted (or, with ``dry_run``, would delete): ids, counts and bytes only."""
+
+    database: str
+    url: str
+    dry_run: bool
+    kept: dict[str, list[str]]
+    """backup id -> why it is kept, oldest first"""
+    deleted_backups: tuple[str, ...] = ()
+    backup_objects: int = 0
+    backup_bytes: int = 0
+    deleted_orphans: tuple[str, ...] = ()
+    orphan_objects: int = 0
+    orphan_bytes: int = 0
+    young_orphans: tuple[str, ...] = ()
+    """orphan folders left alone because they are younger than ``orphan_age``"""
+    wal_objects: int = 0
+    wal_bytes: int = 0
+    wal_deleted_range: tuple[str, str] | None = None
+    """the oldest and newest WAL file names deleted"""
+    wal_kept: int = 0
+    unreadable: tuple[str, ...] = ()
+    skipped: list[str] = field(default_factory=list)
+    """why parts of the prune did not run (no valid backup, unreadable manifests)"""
+
+    @property
+    def objects(self) -> int:
+        return self.backup_objects + self.orphan_objects + self.wal_objects
+
+    @property
+    def bytes(self) -> int:
+        return self.backup_bytes + self.orphan_bytes + self.wal_bytes
+
+    def summary(self) -> str:
+        verb = "would delete" if self.dry_run else "deleted"
+        text = (
+            f"{self.database} in {self.url}: {verb} {len(self.deleted_backups)} backup(s), "
+            f"{len(self.deleted_orphans)} orphan folder(s) and {self.wal_objects} WAL file(s): "
+            f"{self.objects} objects, {format_size(self.bytes)}; kept {len(self.kept)} backup(s) and "
+            f"{self.wal_kept} WAL file(s)"
+        )
+        if self.young_orphans:
+            text += f"; {len(self.young_orphans)} young orphan folder(s) left (may be in progress)"
+        for reason in self.skipped:
+            text += f"; {reason}"
+        return text
+
+    def to_json_dict(self) -> dict[str, Any]:
+        return {
+            "database": self.database,
+            "repository": self.url,
+            "dry_run": self.dry_run,
+            "kept": self.kept,
+            "deleted_backups": list(self.deleted_backups),
+            "backup_objects": self.backup_objects,
+            "backup_bytes": self.backup_bytes,
+            "deleted_orphans": list(self.deleted_orphans),
+            "orphan_objects": self.orphan_objects,
+            "orphan_bytes": self.orphan_bytes,
+            "young_orphans": list(self.young_orphans),
+            "wal_objects": self.wal_objects,
+            "wal_bytes": self.wal_bytes,
+            "wal_deleted_range": list(self.wal_deleted_range) if self.wal_deleted_range else None,
+            "wal_kept": self.wal_kept,
+            "unreadable": list(self.unreadable),
+            "skipped": list(self.skipped),
+            "objects": self.objects,
+            "bytes": self.bytes,
+        }
+
+
+def _segment_of(name: str) -> str | None:
+    """The segment a WAL archive file belongs to, or ``None`` for history and unknown files."""
+    if is_segment_name(name):
+        return name
+    if is_partial(name):
+        return name.removesuffix(".partial")
+    if is_backup_history_name(name):
+        return name.split(".", 1)[0]
+    return None
+
+
+def deletable_wal(catalog: Catalog) -> list[WalObject]:
+    """The WAL objects retention may delete (module docstring, step 3); ``[]`` without a valid backup."""
+    newest = catalog.newest_valid
+    if newest is None or catalog.unreadable:
+        return []
+    seg_size = catalog.segment_size
+    doomed = []
+    for wal in catalog.wal:
+        segment = _segment_of(wal.name)
+        if segment is None or is_history_name(wal.name):
+            continue
+        try:
+            timeline, first = parse_segment_name(segment, seg_size)
+        except ValueError:
+            continue  # another segment size; the catalog reports it
+        if timeline > newest.manifest.timeline or segment_end(first, seg_size) > newest.start_lsn:
+            continue
+        if not catalog.plan.segment_needed(wal.name, seg_size):
+            doomed.append(wal)
+    return doomed
+
+
+def prune(
+    repo: Repository,
+    database: str,
+    policy: RetentionPolicy | None = None,
+    *,
+    dry_run: bool = False,
+    now: datetime | None = None,
+    orphan_age: timedelta = DEFAULT_ORPHAN_AGE,
+    log: Callable[[str], None] | None = None,
+) -> PruneResult:
+    """Apply GFS retention to ``database`` in ``repo``; see the module docstring."""
+    say = log or logger.info
+    now = now or datetime.now(timezone.utc)
+    if now.utcoffset() is None:
+        raise ValueError("now must be timezone-aware (datetime.now(timezone.utc))")
+    catalog = read_catalog(repo, database, policy)
+    plan = catalog.plan
+    mode = "dry run: " if dry_run else ""
+    result = PruneResult(
+        database=database, url=repo.url, dry_run=dry_run,
+        kept={b: sorted(reasons) for b, reasons in plan.keep.items()},
+        unreadable=tuple(u.backup_id for u in catalog.unreadable),
+        wal_kept=len(catalog.wal),
+    )
+    for item in catalog.unreadable:
+        say(f"{mode}backup folder {database}/{item.backup_id} left alone: {item.problem}")
+    if catalog.newest_valid is None:
+        result.skipped.append(f"no valid backup in {repo.url}: nothing deleted")
+        say(f"{mode}{result.summary()}")
+        return result
+
+    doomed = [catalog.backup(backup_id) for backup_id in plan.delete]
+    cutoff = now - orphan_age
+    old_orphans = [o for o in catalog.orphans if o.newest_modified is not None and o.newest_modified < cutoff]
+    young = tuple(o.backup_id for o in catalog.orphans if o not in old_orphans)
+    wal = deletable_wal(catalog)
+    if catalog.unreadable:
+        result.skipped.append(
+            f"WAL kept: {len(catalog.unreadable)} backup folder(s) have an unreadable pgwarden.json "
+            f"({', '.join(result.unreadable[:3])}); fix or remove them by hand"
+        )
+    names = sorted(w.name for w in wal)
+    result = replace(
+        result,
+        deleted_backups=tuple(b.id for b in doomed),
+        backup_objects=sum(len(b.objects) for b in doomed),
+        backup_bytes=sum(b.stored_bytes for b in doomed),
+        deleted_orphans=tuple(o.backup_id for o in old_orphans),
+        orphan_objects=sum(len(o.keys) for o in old_orphans),
+        orphan_bytes=sum(o.total_bytes for o in old_orphans),
+        young_orphans=young,
+        wal_objects=len(wal),
+        wal_bytes=sum(w.size for w in wal),
+        wal_deleted_range=(names[0], names[-1]) if names else None,
+        wal_kept=len(catalog.wal) - len(wal),
+    )
+
+    for backup in doomed:
+        why = f"invalid: {backup.problems[0]}" if not backup.valid else "outside the GFS set"
+        say(f"{mode}deleting backup {database}/{backup.id} ({why}; {len(backup.objects)} objects, "
+            f"{format_size(backup.stored_bytes)})")
+        if not dry_run:
+            manifest = manifest_key(database, backup.id)
+            repo.delete([manifest])  # first: from here on it is an orphan, never a backup that looks valid
+            repo.delete([o.key for o in backup.objects if o.key != manifest])
+    for orphan in old_orphans:
+        say(f"{mode}deleting orphan folder {database}/{orphan.backup_id} (no pgwarden.json, {len(orphan.keys)} "
+            f"objects, newest {orphan.newest_modified:%Y-%m-%d %H:%M} UTC)")
+        if not dry_run:
+            repo.delete(orphan.keys)
+    for backup_id in young:
+        say(f"{mode}orphan folder {database}/{backup_id} is younger than {orphan_age}: left alone "
+            f"(it may be a backup in progress)")
+    if wal:
+        say(f"{mode}deleting {len(wal)} WAL file(s) {names[0]} .. {names[-1]} no kept backup needs")
+        if not dry_run:
+            repo.delete([w.key for w in wal])
+    say(f"{mode}{result.summary()}")
+    return result
