@@ -21,9 +21,9 @@ from pgwarden.core.lsn import Lsn
 from pgwarden.core.manifest import BackupManifest, RowCounts, StoredFile
 from pgwarden.engine import compress, pgtools
 from pgwarden.engine.errors import PermanentError, TransientError
-from pgwarden.engine.postgres import PgTarget, connect, replication_probe
+from pgwarden.engine.postgres import PgTarget, connect
 from pgwarden.engine.verify import read_backup_manifest, verify_tar_backup
-from pgwarden.engine.wal import create_restore_point, ensure_slot
+from pgwarden.engine.wal import create_restore_point, ensure_slot, identify_system
 
 Log = Callable[[str], None]
 
@@ -114,7 +114,7 @@ def take_full_backup(
 
     facts = _server_facts(target)
     server_major = int(facts["version_num"]) // 10000
-    system = replication_probe(target)
+    system = identify_system(target)
     # The guard slot must exist before the backup starts so every WAL segment from the backup's
     # start on is kept until the incremental task has collected it.
     slot_state = ensure_slot(target, slot, database, create=True)

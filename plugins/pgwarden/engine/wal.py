@@ -18,7 +18,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import timezone
 from pathlib import Path
 
 import psycopg
@@ -28,7 +28,7 @@ from pgwarden.core.lsn import Lsn
 from pgwarden.core.walnames import is_history_name, is_segment_name, segment_name
 from pgwarden.engine import compress, pgtools
 from pgwarden.engine.errors import PermanentError, TransientError
-from pgwarden.engine.postgres import PgTarget, connect, replication_probe
+from pgwarden.engine.postgres import PgTarget, classify, connect, replication_probe
 
 Log = Callable[[str], None]
 
@@ -111,16 +111,44 @@ def ensure_slot(target: PgTarget, slot: str, database: str, *, create: bool) -> 
     return SlotState(slot, Lsn.parse(restart), wal_status, int(retained or 0), created)
 
 
+def identify_system(target: PgTarget) -> dict[str, str]:
+    """``replication_probe``; a refused replication connection says what to fix, like the healthcheck."""
+    try:
+        return replication_probe(target)
+    except psycopg.OperationalError as exc:
+        server_says = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        if "must be superuser or replication role" in server_says:
+            raise PermanentError(
+                f"{target.describe()} refused a replication connection ({server_says}): the role may not "
+                f"replicate. Run ALTER ROLE {target.user} WITH REPLICATION; then run the healthcheck DAG."
+            ) from None
+        if "no pg_hba.conf entry" in server_says:
+            raise PermanentError(
+                f"{target.describe()} refused a replication connection ({server_says}): add a line like "
+                f"'host replication {target.user} <worker-ip>/32 scram-sha-256' to pg_hba.conf, then "
+                f"SELECT pg_reload_conf(); then run the healthcheck DAG."
+            ) from None
+        raise classify(exc, f"opening a replication connection to {target.describe()}") from exc
+
+
 def advance_slot(target: PgTarget, slot: str, lsn: Lsn) -> None:
     with connect(target, statement_timeout="60s") as conn:
         conn.execute("SELECT pg_replication_slot_advance(%s, %s::pg_lsn)", (slot, str(lsn)))
 
 
 def create_restore_point(target: PgTarget, repo, database: str, name: str) -> Lsn:
-    """A named restore point, also recorded in the repository so restores can list targets."""
+    """A named restore point, also recorded in the repository so restores can list targets.
+
+    Recovery to a *time* stops only at a commit record, so an idle database could make a time
+    target unreachable. A tiny transactional WAL message is committed first; the recorded time is
+    that transaction's start, so the commit (after it) lets recovery stop at exactly that time.
+    """
     with connect(target, statement_timeout="30s") as conn:
+        with conn.transaction():
+            created_at = conn.execute("SELECT now()").fetchone()[0]
+            conn.execute("SELECT pg_logical_emit_message(true, 'pgwarden', %s)", (f"restore point {name}",))
         lsn = Lsn.parse(str(conn.execute("SELECT pg_create_restore_point(%s)", (name,)).fetchone()[0]))
-    record = {"name": name, "lsn": str(lsn), "created_at": datetime.now(timezone.utc).isoformat()}
+    record = {"name": name, "lsn": str(lsn), "created_at": created_at.astimezone(timezone.utc).isoformat()}
     repo.put_bytes(layout.restore_point_key(database, name), json.dumps(record).encode())
     return lsn
 
@@ -177,7 +205,7 @@ def collect_wal(
     if state.wal_status == "unreserved":
         log(f"WARNING: slot {slot} is about to lose WAL (wal_status = unreserved): collecting now")
 
-    system = replication_probe(target)
+    system = identify_system(target)
     timeline = int(system["timeline"])
     with connect(target) as conn:
         seg_size = int(conn.execute(
