@@ -24,7 +24,7 @@ from pydantic import (
     model_validator,
 )
 
-from pgwarden.core.schedule import validate_cron
+from pgwarden.core.schedule import longest_interval, validate_cron
 from pgwarden.core.units import parse_duration, parse_size
 
 DATABASE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
@@ -158,12 +158,48 @@ class BackupConfig(Strict):
         return name
 
 
+class VerifyConfig(Strict):
+    """The monthly restore drill: restore into a scratch server, check, measure RTO and RPO."""
+
+    enabled: bool = True
+    schedule: Cron = "0 4 1 * *"
+    rto_target: Duration = timedelta(hours=1)
+    rpo_target: Duration = timedelta(minutes=90)
+    amcheck_tables: list[str] | None = Field(
+        default=None, description="tables pg_amcheck checks (heap and indexes); default: backup.count_rows"
+    )
+    old_backup_every: int = Field(
+        default=3, ge=0, description="every Nth drill also restores the oldest monthly/yearly backup; 0 = never"
+    )
+
+    @field_validator("amcheck_tables")
+    @classmethod
+    def _tables(cls, tables: list[str] | None) -> list[str] | None:
+        for table in tables or []:
+            if not QUALIFIED_TABLE.match(table):
+                raise ValueError(f"expected table names like 'public.users', got {table!r}")
+        return tables
+
+
 class DatabaseConfig(Strict):
     conn_id: ConnId = Field(description="Airflow Postgres connection of the database")
     repository: RepositoryConfig
     owner: str = "pgwarden"
     healthcheck: HealthcheckConfig = Field(default_factory=HealthcheckConfig)
     backup: BackupConfig = Field(default_factory=BackupConfig)
+    verify: VerifyConfig = Field(default_factory=VerifyConfig)
+
+    @model_validator(mode="after")
+    def _rpo_reachable(self) -> DatabaseConfig:
+        if self.backup.enabled and self.verify.enabled:
+            interval = longest_interval(self.backup.incremental_schedule)
+            if self.verify.rpo_target < interval:
+                raise ValueError(
+                    f"verify.rpo_target ({self.verify.rpo_target}) is shorter than the time between WAL "
+                    f"collections (backup.incremental_schedule {self.backup.incremental_schedule!r}: up to "
+                    f"{interval}); collect WAL more often or raise the target"
+                )
+        return self
 
 
 class Defaults(Strict):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
+from functools import cache
 
 from croniter import croniter
 
@@ -17,6 +18,7 @@ PRESETS = {
 }
 
 
+@cache
 def validate_cron(expression: str, *, min_interval: timedelta | None = None) -> str:
     """Return ``expression`` if it is a valid 5-field cron or preset; say what is wrong otherwise."""
     text = str(expression).strip()
@@ -36,3 +38,12 @@ def validate_cron(expression: str, *, min_interval: timedelta | None = None) -> 
                 f"schedule {expression!r} runs every {shortest}; the shortest allowed interval is {min_interval}"
             )
     return text
+
+
+@cache  # configs repeat the same few schedules; this runs at DAG-parse time
+def longest_interval(expression: str, samples: int = 120) -> timedelta:
+    """The longest gap between two runs of a schedule (how stale its output can get)."""
+    cron = PRESETS.get(expression.strip(), expression.strip())
+    it = croniter(cron, datetime(2026, 1, 1, tzinfo=timezone.utc))
+    times = [it.get_next(datetime) for _ in range(samples)]
+    return max(b - a for a, b in zip(times, times[1:], strict=False))

@@ -1,0 +1,179 @@
+"""Operators of the restore pipelines: the verify-restore drill and manual point-in-time recovery."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from pgwarden.airflow.operators.base import PgwardenOperator
+
+VERIFY_SQL_ROOT = Path(__file__).resolve().parents[4] / "include" / "sql" / "verify"
+
+
+def drill_parent(database: str) -> Path:
+    from pgwarden.engine.workdir import work_root
+
+    return work_root() / database
+
+
+class PrepareScratchOperator(PgwardenOperator):
+    """Setup task: remove scratch servers a killed drill left behind, make a fresh directory."""
+
+    def run(self, context: Any) -> str:
+        from pgwarden.engine.drill import clean_stale_scratch
+
+        parent = drill_parent(self.database)
+        parent.mkdir(parents=True, exist_ok=True)
+        removed = clean_stale_scratch(parent, self.log.info)
+        scratch = parent / f"drill-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}"
+        scratch.mkdir()
+        scratch.chmod(0o755)
+        self.log.info("scratch directory %s (%d stale removed)", scratch, removed)
+        return str(scratch)
+
+
+class RemoveScratchOperator(PgwardenOperator):
+    """Teardown task: stop the scratch server and remove the directory, whatever happened before."""
+
+    template_fields = (*PgwardenOperator.template_fields, "scratch")
+
+    def __init__(self, *, scratch: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.scratch = scratch
+
+    def run(self, context: Any) -> None:
+        import shutil
+
+        from pgwarden.engine.restore import remove_restore
+
+        if not self.scratch or self.scratch == "None":
+            return
+        path = Path(self.scratch)
+        remove_restore(path / "data")
+        shutil.rmtree(path, ignore_errors=True)
+        self.log.info("removed %s", path)
+
+
+class RestoreDrillOperator(PgwardenOperator):
+    """Restore the newest backup to the newest restore point in the scratch directory and check it.
+
+    Also restores the oldest monthly/yearly backup every ``verify.old_backup_every`` months (or when
+    the ``old_backup`` param is set). Writes evidence to the repository and fails when a check fails
+    or RTO/RPO miss their targets.
+    """
+
+    template_fields = (*PgwardenOperator.template_fields, "scratch", "backup_id", "old_backup")
+
+    def __init__(self, *, scratch: str, backup_id: str | None = None, old_backup: Any = False,
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.scratch = scratch
+        self.backup_id = backup_id
+        self.old_backup = old_backup
+
+    def run(self, context: Any) -> dict[str, object]:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from pgwarden.engine.drill import run_drill
+
+        repo = self.repository()
+        dbname = self.pg_target().dbname
+        smoke = VERIFY_SQL_ROOT / self.database
+        every = self.db_config.verify.old_backup_every
+        want_old = str(self.old_backup).lower() in ("true", "1") or (
+            every > 0 and datetime.now(timezone.utc).month % every == 0)
+        drills = [("newest", self.backup_id or None)] + ([("old", None)] if want_old else [])
+        results = []
+        for kind, backup_id in drills:
+            scratch = Path(self.scratch) / kind
+            scratch.mkdir(parents=True, exist_ok=True)
+            evidence = run_drill(repo, self.database, self.db_config, scratch=scratch, dbname=dbname, kind=kind,
+                                 backup_id=backup_id, smoke_dir=smoke, log=self.log.info)
+            results.append(evidence)
+        failed = [e for e in results if not e.passed]
+        if failed:
+            lines = [f"{e.drill_id}: " + "; ".join(e.failures()) for e in failed]
+            raise AirflowFailException("restore drill failed (evidence written to drills/ in the repository):\n"
+                                       + "\n".join(lines))
+        return {"drills": [e.summary() for e in results]}
+
+
+class PlanRestoreOperator(PgwardenOperator):
+    """Decide what a PITR restore will do and check it can reach the target, before anyone approves."""
+
+    template_fields = (*PgwardenOperator.template_fields, "target_kind", "target_value", "backup_id")
+
+    def __init__(self, *, target_kind: str, target_value: str | None, backup_id: str | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.target_kind = target_kind
+        self.target_value = target_value
+        self.backup_id = backup_id
+
+    def run(self, context: Any) -> dict[str, object]:
+        from pgwarden.engine.restore import plan_restore
+
+        plan = plan_restore(self.repository(), self.database,
+                            parse_target(self.target_kind, self.target_value), backup_id=self.backup_id or None)
+        summary = plan.summary()
+        self.log.info("restore plan: %s", summary)
+        return summary
+
+
+class PitrRestoreOperator(PlanRestoreOperator):
+    """Restore to the approved target into ``destination`` and leave it running (or paused)."""
+
+    template_fields = (*PlanRestoreOperator.template_fields, "destination", "port", "action")
+
+    def __init__(self, *, destination: str, port: Any = None, action: str = "promote", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.destination = destination
+        self.port = port
+        self.action = action
+
+    def run(self, context: Any) -> dict[str, object]:
+        from pgwarden.engine.restore import restore
+
+        port = int(self.port) if self.port not in (None, "", "None") else None
+        result = restore(self.repository(), self.database, Path(self.destination),
+                         parse_target(self.target_kind, self.target_value), backup_id=self.backup_id or None,
+                         port=port, start=True, action=self.action, log=self.log.info)  # type: ignore[arg-type]
+        self.log.info(
+            "restored server is running on 127.0.0.1:%s with data in %s.\n%s", result.port, result.datadir,
+            ("It is promoted and writable. Point applications at it, or stop it with "
+             f"`pg_ctl stop -D {result.datadir}` and move the directory where it belongs."
+             if self.action == "promote" else
+             "It is paused at the target (read-only). Inspect it, then promote with "
+             "`SELECT pg_wal_replay_resume()` or `pg_ctl promote -D <dir>`, or stop it."),
+        )
+        return result.to_json_dict()
+
+
+def parse_target(kind: str, value: str | None):
+    """Params -> RecoveryTarget, with errors that say what a valid value looks like."""
+    from pgwarden.core.lsn import Lsn
+    from pgwarden.core.recovery import RecoveryTarget
+    from pgwarden.engine.errors import PermanentError
+
+    value = (value or "").strip()
+    if kind == "latest":
+        return RecoveryTarget("latest")
+    if not value:
+        raise PermanentError(f"target kind {kind!r} needs a target value")
+    if kind == "time":
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError as exc:
+            raise PermanentError(f"target time {value!r} is not ISO 8601, e.g. 2026-11-24T09:30:00+00:00") from exc
+        if moment.tzinfo is None:
+            raise PermanentError(f"target time {value!r} needs a time zone, e.g. 2026-11-24T09:30:00+00:00")
+        return RecoveryTarget("time", time=moment)
+    if kind == "name":
+        return RecoveryTarget("name", name=value)
+    if kind == "lsn":
+        try:
+            return RecoveryTarget("lsn", lsn=Lsn.parse(value))
+        except ValueError as exc:
+            raise PermanentError(f"target LSN {value!r} is not an LSN like 0/3000060") from exc
+    raise PermanentError(f"unknown target kind {kind!r}: use latest, time, name or lsn")

@@ -1,0 +1,73 @@
+"""Restore-drill evidence: what was checked, what was measured, and the verdict. Pure."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+FORMAT = "pgwarden.drill/1"
+
+
+class DrillCheck(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    ok: bool
+    detail: str
+
+
+class DrillEvidence(BaseModel):
+    """Written to ``<database>/drills/<drill_id>.json`` whether the drill passed or not."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    format: Literal["pgwarden.drill/1"] = FORMAT
+    database: str
+    drill_id: str
+    kind: Literal["newest", "old"] = "newest"
+    started_at: datetime
+    finished_at: datetime | None = None
+    backup_id: str | None = None
+    backup_started_at: datetime | None = None
+    target: str | None = None
+    reached_lsn: str | None = None
+    reached_time: datetime | None = None
+    timeline: int | None = None
+    rto_seconds: float | None = None
+    rpo_seconds: float | None = None
+    rto_target_seconds: float
+    rpo_target_seconds: float
+    steps: dict[str, float] = {}
+    checks: list[DrillCheck] = []
+    error: str | None = None
+    pgwarden_version: str
+
+    @property
+    def passed(self) -> bool:
+        return self.error is None and bool(self.checks) and all(c.ok for c in self.checks)
+
+    def add(self, name: str, ok: bool, detail: str) -> None:
+        self.checks.append(DrillCheck(name=name, ok=ok, detail=detail))
+
+    def judge_targets(self) -> None:
+        if self.rto_seconds is not None:
+            self.add("rto", self.rto_seconds <= self.rto_target_seconds,
+                     f"restore to first query took {timedelta(seconds=round(self.rto_seconds))} "
+                     f"(target {timedelta(seconds=self.rto_target_seconds)})")
+        if self.rpo_seconds is not None:
+            self.add("rpo", self.rpo_seconds <= self.rpo_target_seconds,
+                     f"newest restorable point was {timedelta(seconds=round(self.rpo_seconds))} before the drill "
+                     f"started (target {timedelta(seconds=self.rpo_target_seconds)})")
+
+    def failures(self) -> list[str]:
+        failed = [f"{c.name}: {c.detail}" for c in self.checks if not c.ok]
+        return ([f"error: {self.error}"] if self.error else []) + failed
+
+    def summary(self) -> dict[str, object]:
+        return {
+            "drill_id": self.drill_id, "kind": self.kind, "passed": self.passed, "backup_id": self.backup_id,
+            "rto_seconds": self.rto_seconds, "rpo_seconds": self.rpo_seconds, "reached_lsn": self.reached_lsn,
+            "checks": {c.name: c.ok for c in self.checks},
+        }

@@ -1,0 +1,371 @@
+"""Restore and point-in-time recovery from the repository into a directory, with or without Airflow.
+
+Steps (each timed): pick the base backup for the target; check the WAL chain to the target; fetch
+and verify the base backup (SHA-256 against pgwarden.json) and unpack it; fetch, verify and
+decompress the WAL segments recovery will ask for into ``<dest>.wal/`` beside the data directory;
+write recovery settings whose ``restore_command`` only copies from there (no credentials, no
+network during replay, and nothing is ever archived); optionally start the server and wait for it
+to reach the target.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from pgwarden.core import layout
+from pgwarden.core.lsn import Lsn
+from pgwarden.core.recovery import Action, RecoveryTarget, recovery_settings, render_auto_conf
+from pgwarden.core.walnames import segments_on_timeline
+from pgwarden.engine import compress, pgtools
+from pgwarden.engine.catalog import BackupEntry, Catalog, read_catalog
+from pgwarden.engine.cluster import LocalCluster, port_in_use
+from pgwarden.engine.errors import PermanentError, PgwardenError
+from pgwarden.engine.postgres import connect
+from pgwarden.engine.verify import _open_tar_stream
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class RestorePoint:
+    name: str
+    lsn: Lsn
+    created_at: datetime
+
+
+@dataclass
+class RestoreResult:
+    """What was restored and reached; positions and durations only."""
+
+    database: str
+    backup_id: str
+    target: str
+    datadir: str
+    port: int | None = None
+    started: bool = False
+    reached_lsn: str | None = None
+    reached_time: str | None = None
+    timeline: int | None = None
+    in_recovery: bool | None = None
+    wal_segments: int = 0
+    steps: dict[str, float] = field(default_factory=dict)
+
+    def to_json_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def list_restore_points(repo, database: str) -> list[RestorePoint]:
+    points = []
+    for info in repo.list(f"{database}/restore_points/"):
+        record = json.loads(repo.get_bytes(info.key))
+        points.append(RestorePoint(record["name"], Lsn.parse(record["lsn"]),
+                                   datetime.fromisoformat(record["created_at"])))
+    return sorted(points, key=lambda p: p.lsn)
+
+
+def choose_backup(catalog: Catalog, target: RecoveryTarget, points: list[RestorePoint],
+                  backup_id: str | None = None) -> tuple[BackupEntry, Lsn | None]:
+    """The newest valid backup that ends before the target; also the target's LSN when known."""
+    valid = catalog.valid_backups
+    if not valid:
+        raise PermanentError(f"{catalog.database} has no valid backup in {catalog.url}; "
+                             f"run {catalog.database}.backup_full first")
+    target_lsn: Lsn | None = None
+    if target.kind == "name":
+        matches = [p for p in points if p.name == target.name]
+        if not matches:
+            recent = ", ".join(p.name for p in points[-5:]) or "(none)"
+            raise PermanentError(f"no restore point named {target.name!r} in {catalog.url}; recent ones: {recent}")
+        target_lsn = matches[0].lsn
+    elif target.kind == "lsn":
+        target_lsn = target.lsn
+
+    if backup_id is not None:
+        try:
+            chosen = catalog.backup(backup_id)
+        except KeyError as exc:
+            raise PermanentError(str(exc.args[0])) from exc
+        if not chosen.valid:
+            raise PermanentError(f"backup {backup_id} is not valid: {'; '.join(chosen.problems)}")
+        return chosen, target_lsn
+
+    oldest = valid[0]
+    if target_lsn is not None:
+        candidates = [b for b in valid if b.stop_lsn <= target_lsn]
+        if not candidates:
+            raise PermanentError(
+                f"target {target.describe()} ({target_lsn}) is before the oldest backup "
+                f"{oldest.id}, consistent from {oldest.stop_lsn}; choose a later target")
+        return candidates[-1], target_lsn
+    if target.kind == "time" and target.time is not None:
+        candidates = [b for b in valid if b.manifest.finished_at <= target.time]
+        if not candidates:
+            raise PermanentError(
+                f"target {target.describe()} is before the oldest backup {oldest.id}, which finished at "
+                f"{oldest.manifest.finished_at.isoformat()}; choose a later target")
+        return candidates[-1], None
+    return valid[-1], None
+
+
+def _check_reachable(catalog: Catalog, backup: BackupEntry, target: RecoveryTarget, target_lsn: Lsn | None,
+                     points: list[RestorePoint]) -> None:
+    """Fail before downloading anything when the WAL cannot reach the target."""
+    end = catalog.wal_end
+    newest = points[-1] if points else None
+    reachable = (f"the newest reachable point is {end.lsn} on timeline {end.timeline}"
+                 + (f" (restore point {newest.name!r}, {newest.created_at.isoformat()})" if newest else "")
+                 if end else "there is no WAL after the backup")
+    if target_lsn is not None and (end is None or target_lsn >= end.lsn):
+        raise PermanentError(f"target {target.describe()} ({target_lsn}) is beyond the newest WAL in "
+                             f"{catalog.url}: {reachable}")
+    if target.kind == "time" and target.time is not None and newest and target.time > newest.created_at:
+        raise PermanentError(f"target {target.describe()} is beyond the newest WAL in {catalog.url}: {reachable}")
+    end_position = end if target_lsn is None else type(end)(end.timeline, target_lsn)  # type: ignore[union-attr]
+    if target.kind == "immediate" or end is None:
+        return
+    chain = catalog.check_chain(start=backup, end=end_position)
+    if chain is not None and not chain.ok:
+        raise PermanentError(f"{chain.message}. {reachable}")
+
+
+def _unpack(tar_path: Path, dest: Path) -> None:
+    proc, archive = _open_tar_stream(tar_path)
+    try:
+        # "tar" filter: keeps modes and symlinks a data directory needs, refuses absolute/escaping paths.
+        archive.extractall(dest, filter="tar")
+    finally:
+        archive.close()
+        if proc is not None:
+            proc.stdout.close()
+            if proc.wait() != 0:
+                raise PermanentError(f"{tar_path.name}: decompression failed; the object is corrupt")
+
+
+def _remap_tablespaces(datadir: Path, tablespace_root: Path) -> None:
+    """Tablespaces land beside the data directory; tablespace_map is rewritten to point there."""
+    mapping = datadir / "tablespace_map"
+    if not mapping.exists() or not mapping.read_text().strip():
+        return
+    lines = []
+    for line in mapping.read_text().splitlines():
+        oid, _, _old = line.partition(" ")
+        lines.append(f"{oid} {tablespace_root / oid}")
+    mapping.write_text("\n".join(lines) + "\n")
+
+
+def fetch_wal(repo, catalog: Catalog, backup: BackupEntry, end_lsn: Lsn | None, dest: Path, log: Log) -> int:
+    """Download, verify and decompress the segments and history files recovery will need."""
+    dest.mkdir(parents=True, exist_ok=True)
+    by_name = {w.name: w for w in catalog.wal}
+    end = catalog.wal_end
+    if end is None:
+        return 0
+    end_timeline = end.timeline
+    history = catalog.history.get(end_timeline, [])
+    stop = end_lsn if end_lsn is not None else end.lsn
+    wanted = segments_on_timeline(end_timeline, history, backup.start_lsn, max(stop, backup.start_lsn),
+                                  catalog.segment_size) if stop > backup.start_lsn else []
+    names = [n for n in by_name if n.endswith(".history")] + [n for n in wanted if n in by_name]
+    for name in names:
+        obj = by_name[name]
+        packed = dest / (name + obj.key[len(layout.wal_prefix(catalog.database)) + len(name):])
+        repo.get_file(obj.key, packed)
+        if packed.name != name:
+            compress.decompress_file(packed, dest / name)
+            packed.unlink()
+    log(f"fetched {len(names)} WAL file(s) into {dest}")
+    return len(names)
+
+
+@dataclass(frozen=True)
+class RestorePlan:
+    """What a restore would do, decided before anything is downloaded (shown at approval gates)."""
+
+    catalog: Catalog
+    backup: BackupEntry
+    target: RecoveryTarget
+    target_lsn: Lsn | None
+    points: list[RestorePoint]
+
+    def summary(self) -> dict[str, object]:
+        end = self.catalog.wal_end
+        return {
+            "database": self.catalog.database,
+            "repository": self.catalog.url,
+            "backup_id": self.backup.id,
+            "backup_started_at": self.backup.started_at.isoformat(),
+            "backup_consistent_at_lsn": self.backup.manifest.stop_lsn,
+            "backup_stored_bytes": self.backup.stored_bytes,
+            "database_size_bytes": self.backup.manifest.database_size_bytes,
+            "target": self.target.describe(),
+            "target_lsn": str(self.target_lsn) if self.target_lsn else None,
+            "newest_wal_lsn": str(end.lsn) if end else None,
+            "newest_restore_point": self.points[-1].name if self.points else None,
+        }
+
+
+def plan_restore(repo, database: str, target: RecoveryTarget, *, backup_id: str | None = None,
+                 catalog: Catalog | None = None) -> RestorePlan:
+    """Choose the backup and check the WAL reaches the target; raise saying why not."""
+    catalog = catalog or read_catalog(repo, database)
+    points = list_restore_points(repo, database)
+    backup, target_lsn = choose_backup(catalog, target, points, backup_id)
+    _check_reachable(catalog, backup, target, target_lsn, points)
+    return RestorePlan(catalog, backup, target, target_lsn, points)
+
+
+def restore(
+    repo,
+    database: str,
+    dest: Path,
+    target: RecoveryTarget,
+    *,
+    backup_id: str | None = None,
+    port: int | None = None,
+    start: bool = False,
+    action: Action = "promote",
+    log: Log = print,
+    catalog: Catalog | None = None,
+) -> RestoreResult:
+    dest = Path(dest).resolve()
+    if dest.exists() and any(dest.iterdir()):
+        raise PermanentError(f"destination {dest} is not empty; restore into a new or empty directory")
+    if start and port is not None and port_in_use(port):
+        raise PermanentError(f"port {port} is busy; pass a free --port")
+    steps: dict[str, float] = {}
+    clock = time.monotonic()
+
+    def lap(step: str) -> None:
+        nonlocal clock
+        now = time.monotonic()
+        steps[step] = round(now - clock, 3)
+        clock = now
+
+    plan = plan_restore(repo, database, target, backup_id=backup_id, catalog=catalog)
+    catalog, backup, target_lsn = plan.catalog, plan.backup, plan.target_lsn
+    log(f"restoring {database} backup {backup.id} (LSN {backup.manifest.start_lsn} -> "
+        f"{backup.manifest.stop_lsn}) to {target.describe()} into {dest}")
+    lap("plan")
+
+    dest.mkdir(parents=True, exist_ok=True)
+    download = dest.parent / f".{dest.name}.download"
+    shutil.rmtree(download, ignore_errors=True)
+    download.mkdir(parents=True)
+    try:
+        prefix = layout.backup_prefix(database, backup.id)
+        for stored in backup.manifest.files:
+            local = download / stored.name
+            repo.get_file(prefix + stored.name, local, expected_sha256=stored.sha256)
+        lap("download")
+        tablespaces = dest.parent / f"{dest.name}.tablespaces"
+        for stored in backup.manifest.files:
+            local = download / stored.name
+            if stored.role == "base":
+                _unpack(local, dest)
+            elif stored.role == "wal":
+                (dest / "pg_wal").mkdir(exist_ok=True)
+                _unpack(local, dest / "pg_wal")
+            elif stored.role == "tablespace":
+                _unpack(local, tablespaces / stored.name.split(".")[0])
+            elif stored.role == "backup_manifest":
+                shutil.copyfile(local, dest / "backup_manifest")
+            local.unlink()
+        _remap_tablespaces(dest, tablespaces)
+        lap("unpack")
+    finally:
+        shutil.rmtree(download, ignore_errors=True)
+
+    wal_dir = dest.parent / f"{dest.name}.wal"
+    shutil.rmtree(wal_dir, ignore_errors=True)
+    segments = 0
+    if target.kind != "immediate":
+        segments = fetch_wal(repo, catalog, backup, target_lsn, wal_dir, log)
+    else:
+        wal_dir.mkdir()
+    lap("fetch_wal")
+
+    settings = recovery_settings(target, f"cp '{wal_dir}/%f' '%p'", action)
+    with open(dest / "postgresql.auto.conf", "a") as conf:
+        conf.write(render_auto_conf(settings))
+    (dest / "recovery.signal").touch()
+    pgtools.give_to_server_user(dest)
+    pgtools.give_to_server_user(wal_dir)
+    if tablespaces.exists():
+        pgtools.give_to_server_user(tablespaces)
+    os.chmod(dest, 0o700)
+
+    result = RestoreResult(database=database, backup_id=backup.id, target=target.describe(), datadir=str(dest),
+                           port=port, wal_segments=segments, steps=steps)
+    if start:
+        if port is None:
+            from pgwarden.engine.cluster import free_port
+
+            port = free_port()
+            result.port = port
+        cluster = LocalCluster(datadir=dest, port=port)
+        cluster.start(timeout=24 * 3600)  # pg_ctl -w waits through recovery until connections are accepted
+        wait_for_target(cluster, action)
+        lap("replay")
+        result.started = True
+        _describe_reached(cluster, result)
+    log(f"restore of {database} reached LSN {result.reached_lsn} (time {result.reached_time}, timeline "
+        f"{result.timeline}); step seconds: {steps}")
+    return result
+
+
+def wait_for_target(cluster: LocalCluster, action: Action, timeout: float = 24 * 3600) -> None:
+    """Wait until recovery reached its target: promoted (writable) or paused at it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not cluster.is_running():
+            raise PermanentError("the restored server stopped during recovery (the target was not reached?). "
+                                 f"Server log, last lines:\n{cluster.log_tail()}")
+        try:
+            with connect(cluster.target()) as conn:
+                in_recovery = conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]
+                if not in_recovery and action == "promote":
+                    return
+                if in_recovery and action == "pause" and conn.execute(
+                        "SELECT pg_get_wal_replay_pause_state() = 'paused'").fetchone()[0]:
+                    return
+        except PgwardenError:
+            pass  # still starting up; is_running() above catches a server that gave up
+        time.sleep(0.2)
+    raise PermanentError(f"recovery did not reach its target within {timeout}s")
+
+
+def _describe_reached(cluster: LocalCluster, result: RestoreResult) -> None:
+    with connect(cluster.target()) as conn:
+        row = conn.execute(
+            "SELECT pg_is_in_recovery(),"
+            " coalesce(pg_last_wal_replay_lsn(), pg_current_wal_lsn())::text,"
+            " pg_last_xact_replay_timestamp(), (SELECT timeline_id FROM pg_control_checkpoint())"
+        ).fetchone()
+    result.in_recovery = bool(row[0])
+    result.reached_lsn = row[1]
+    result.reached_time = row[2].astimezone(timezone.utc).isoformat() if row[2] else None
+    result.timeline = int(row[3])
+
+
+def remove_restore(dest: Path) -> None:
+    """Stop a restored server and remove its data, WAL and tablespace directories."""
+    dest = Path(dest)
+    pid_file = dest / "postmaster.pid"
+    if pid_file.exists():
+        try:
+            port = int(pid_file.read_text().splitlines()[3])
+        except (IndexError, ValueError):
+            port = 0
+        LocalCluster(datadir=dest, port=port).remove()
+    for path in (dest, dest.parent / f"{dest.name}.wal", dest.parent / f"{dest.name}.tablespaces",
+                 dest.parent / f".{dest.name}.download"):
+        shutil.rmtree(path, ignore_errors=True)
+
+

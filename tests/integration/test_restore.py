@@ -1,0 +1,178 @@
+"""Restore and PITR from a real repository, and every way a restore can be asked for wrongly."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from pgwarden.core import layout
+from pgwarden.core.config import BackupConfig, RepositoryConfig
+from pgwarden.core.recovery import RecoveryTarget
+from pgwarden.engine.backup_full import take_full_backup
+from pgwarden.engine.cluster import LocalCluster, free_port
+from pgwarden.engine.drill import clean_stale_scratch
+from pgwarden.engine.errors import PermanentError
+from pgwarden.engine.repository import ChecksumMismatch, open_repository
+from pgwarden.engine.restore import list_restore_points, remove_restore, restore
+from pgwarden.engine.wal import collect_wal
+from tests.harness.postgres import scratch_base
+from tests.harness.workload import add_items, count_items, create_items
+
+
+@pytest.fixture
+def history(pg, tmp_path):
+    """A backup of 1000 rows, then 'rp_1500' after 500 more, then 'rp_1700' after 200 more."""
+    root = tmp_path / "repo"
+    root.mkdir()
+    config = RepositoryConfig(url=f"file://{root}")
+    repo = open_repository(config)
+    create_items(pg, 1000)
+    manifest = take_full_backup(pg.target(), repo, "db", BackupConfig(count_rows=["public.items"]), config,
+                                workdir=tmp_path / "w0")
+    for name, rows in (("rp_1500", 500), ("rp_1700", 200)):
+        add_items(pg, rows)
+        collect_wal(pg.target(), repo, "db", slot="pgwarden_db", workdir=tmp_path / name, compression="zstd",
+                    restore_point=name, warn_bytes=2**30)
+    base = scratch_base()
+    yield repo, root, manifest, base
+    for child in base.iterdir():
+        remove_restore(child)
+    import shutil
+
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def restored_count(result) -> int:
+    return count_items(LocalCluster(datadir=Path(result.datadir), port=result.port))
+
+
+@pytest.mark.integration
+def test_pitr_to_a_named_restore_point_has_exactly_the_rows_before_it(history) -> None:
+    repo, _, manifest, base = history
+    result = restore(repo, "db", base / "a", RecoveryTarget("name", name="rp_1500"), start=True)
+    assert result.backup_id == manifest.backup_id
+    assert restored_count(result) == 1500
+    assert not result.in_recovery and result.timeline == 2
+    assert set(result.steps) == {"plan", "download", "unpack", "fetch_wal", "replay"}
+    # The restored server must never archive anywhere.
+    with open(Path(result.datadir) / "postgresql.auto.conf") as conf:
+        assert "archive_mode = 'off'" in conf.read()
+
+
+@pytest.mark.integration
+def test_pitr_to_lsn_time_and_latest(history) -> None:
+    repo, _, _, base = history
+    points = {p.name: p for p in list_restore_points(repo, "db")}
+    by_lsn = restore(repo, "db", base / "l", RecoveryTarget("lsn", lsn=points["rp_1500"].lsn), start=True)
+    assert restored_count(by_lsn) == 1500
+    latest = restore(repo, "db", base / "n", RecoveryTarget("latest"), start=True)
+    assert restored_count(latest) == 1700
+    paused = restore(repo, "db", base / "t", RecoveryTarget("time", time=points["rp_1700"].created_at),
+                     start=True, action="pause")
+    assert paused.in_recovery and restored_count(paused) == 1700
+
+
+@pytest.mark.integration
+def test_target_before_the_oldest_backup(history) -> None:
+    repo, _, manifest, base = history
+    with pytest.raises(PermanentError, match=f"before the oldest backup {manifest.backup_id}"):
+        restore(repo, "db", base / "x", RecoveryTarget("time", time=manifest.started_at - timedelta(hours=1)))
+
+
+@pytest.mark.integration
+def test_target_beyond_the_newest_wal_names_the_newest_reachable_point(history) -> None:
+    repo, _, _, base = history
+    points = list_restore_points(repo, "db")
+    with pytest.raises(PermanentError, match="beyond the newest WAL.*newest reachable point.*'rp_1700'"):
+        restore(repo, "db", base / "x", RecoveryTarget("time", time=points[-1].created_at + timedelta(hours=1)))
+    with pytest.raises(PermanentError, match="no restore point named 'nope'.*rp_1700"):
+        restore(repo, "db", base / "x", RecoveryTarget("name", name="nope"))
+
+
+@pytest.mark.integration
+def test_missing_wal_segment_is_named(history) -> None:
+    repo, root, _, base = history
+    segments = sorted(p for p in (root / "db" / "wal").glob("*.zst"))
+    victim = segments[len(segments) // 2]
+    victim.unlink()
+    with pytest.raises(PermanentError) as info:
+        restore(repo, "db", base / "x", RecoveryTarget("latest"))
+    assert victim.name.removesuffix(".zst") in str(info.value)
+    assert "newest reachable point" in str(info.value)
+
+
+@pytest.mark.integration
+def test_corrupt_object_is_named(history) -> None:
+    repo, root, manifest, base = history
+    tar = root / "db" / "base" / manifest.backup_id / "base.tar.zst"
+    data = bytearray(tar.read_bytes())
+    data[1000] ^= 0xFF
+    tar.write_bytes(bytes(data))
+    with pytest.raises(ChecksumMismatch, match=f"db/base/{manifest.backup_id}/base.tar.zst"):
+        restore(repo, "db", base / "x", RecoveryTarget("latest"))
+
+
+@pytest.mark.integration
+def test_destination_not_empty_and_port_busy(history) -> None:
+    repo, _, _, base = history
+    busy = base / "busy"
+    busy.mkdir()
+    (busy / "something").write_text("keep me")
+    with pytest.raises(PermanentError, match="is not empty"):
+        restore(repo, "db", busy, RecoveryTarget("latest"))
+    assert (busy / "something").read_text() == "keep me"
+    import socket
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        with pytest.raises(PermanentError, match=f"port {port} is busy"):
+            restore(repo, "db", base / "p", RecoveryTarget("latest"), port=port, start=True)
+
+
+@pytest.mark.integration
+def test_kill_9_mid_restore_then_stale_scratch_is_removed(history) -> None:
+    """A restore killed while its server replays leaves a running postgres; the next setup stops it."""
+    repo, root, _, base = history
+    drills = base / "drills"
+    scratch = drills / "drill-20260101T000000Z"
+    scratch.mkdir(parents=True)
+    script = (
+        "import sys; from pathlib import Path\n"
+        "from pgwarden.core.config import RepositoryConfig\n"
+        "from pgwarden.core.recovery import RecoveryTarget\n"
+        "from pgwarden.engine.repository import open_repository\n"
+        "from pgwarden.engine.restore import restore\n"
+        f"repo = open_repository(RepositoryConfig(url='file://{root}'))\n"
+        f"restore(repo, 'db', Path('{scratch}/data'), RecoveryTarget('latest'), start=True, port={free_port()})\n"
+        "import time; time.sleep(600)\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", script])
+    deadline = time.monotonic() + 120
+    while not (scratch / "data" / "postmaster.pid").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    assert (scratch / "data" / "postmaster.pid").exists()  # the orphaned server is still up
+
+    assert clean_stale_scratch(drills, print) == 1
+    assert not scratch.exists()
+    leftover = subprocess.run(["pgrep", "-f", str(scratch)], capture_output=True, text=True)
+    assert leftover.stdout.strip() == ""
+
+
+@pytest.mark.integration
+def test_restore_command_fetches_only_from_its_own_wal_directory(history) -> None:
+    repo, _, _, base = history
+    result = restore(repo, "db", base / "c", RecoveryTarget("latest"))
+    conf = (Path(result.datadir) / "postgresql.auto.conf").read_text()
+    assert f"restore_command = 'cp ''{base}/c.wal/%f'' ''%p'''" in conf
+    assert layout.wal_prefix("db") not in conf  # no repository access (or credentials) during replay
