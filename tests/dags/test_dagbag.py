@@ -8,8 +8,6 @@ import sys
 import textwrap
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[2]
 # Enforced by Airflow itself (dagbag_import_timeout turns a slow file into an import error); the
 # parse-time *target* is measured in bench/, tests never assert on time.

@@ -38,7 +38,7 @@ class MotoServer:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
-                urllib.request.urlopen(f"{self.endpoint_url}/moto-api/", timeout=1)  # noqa: S310 (loopback)
+                urllib.request.urlopen(f"{self.endpoint_url}/moto-api/", timeout=1)
                 return
             except OSError:
                 time.sleep(0.1)
@@ -53,7 +53,7 @@ class MotoServer:
     def reset(self) -> None:
         """Forget every bucket and object (moto's own reset endpoint)."""
         req = urllib.request.Request(f"{self.endpoint_url}/moto-api/reset", method="POST")
-        urllib.request.urlopen(req, timeout=5)  # noqa: S310 (loopback)
+        urllib.request.urlopen(req, timeout=5)
 
     def airflow_conn_uri(self) -> str:
         """The AWS connection as Airflow reads it from ``AIRFLOW_CONN_<ID>`` (JSON form)."""
