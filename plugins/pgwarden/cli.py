@@ -140,6 +140,43 @@ def cmd_catalog(args: argparse.Namespace) -> int:
     return 0
 
 
+def _progress(message: str) -> None:
+    """Progress goes to stderr so stdout stays machine-readable."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    from pgwarden.airflow.connections import open_repository
+    from pgwarden.core.recovery import parse_target
+    from pgwarden.engine.restore import plan_restore, restore
+
+    db = _database(_load(args), args.database)
+    repo_config = db.backup.offsite if args.offsite else db.repository
+    if repo_config is None:
+        raise SystemExit(f"database {args.database!r} has no backup.offsite repository configured")
+    # argparse makes the target flags mutually exclusive; none given means --latest.
+    kind = next((k for k in ("time", "name", "lsn") if getattr(args, f"target_{k}")), "latest")
+    try:
+        target = parse_target(kind, getattr(args, f"target_{kind}", None))
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from exc
+    repo = open_repository(repo_config)
+    if args.dry_run:
+        print(json.dumps(plan_restore(repo, args.database, target, backup_id=args.backup).summary(), indent=2))
+        return 0
+    result = restore(repo, args.database, Path(args.to), target, backup_id=args.backup, port=args.port,
+                     start=args.start, action="pause" if args.pause else "promote", log=_progress)
+    print(json.dumps(result.to_json_dict(), indent=2))
+    if result.started:
+        print(f"\nThe restored server runs on 127.0.0.1:{result.port} (data: {result.datadir}). "
+              f"Stop it with: pg_ctl stop -D {result.datadir}", file=sys.stderr)
+    else:
+        print(f"\nStart it with: pg_ctl start -D {result.datadir} -o '-p <port>'  (recovery runs to the target, "
+              f"then {'pauses' if args.pause else 'promotes'}; WAL is read from {result.datadir}.wal)",
+              file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pgwarden", description=__doc__.splitlines()[0])
     parser.add_argument("--config", help="config file (default: $PGWARDEN_CONFIG or include/pgwarden.yaml)")
@@ -161,7 +198,29 @@ def build_parser() -> argparse.ArgumentParser:
     catalog.add_argument("--json", action="store_true", help="machine-readable output")
     catalog.add_argument("--offsite", action="store_true", help="list the off-site repository instead")
     catalog.set_defaults(func=cmd_catalog)
+    _add_restore(sub)
     return parser
+
+
+def _add_restore(sub) -> None:
+    restore = sub.add_parser(
+        "restore", help="restore a backup (point-in-time) into a directory; needs no Airflow",
+        description="Restore from the repository into DIR: verified downloads, WAL replay to the target.",
+    )
+    restore.add_argument("database")
+    restore.add_argument("--to", required=True, metavar="DIR", help="empty or new data directory")
+    target = restore.add_mutually_exclusive_group()
+    target.add_argument("--target-time", metavar="T", help="ISO 8601 with time zone, e.g. 2026-11-24T09:30:00Z")
+    target.add_argument("--target-name", metavar="NAME", help="a restore point (pgwarden catalog lists them)")
+    target.add_argument("--target-lsn", metavar="LSN", help="e.g. 0/3000060")
+    target.add_argument("--latest", action="store_true", help="replay all WAL in the repository (default)")
+    restore.add_argument("--backup", metavar="ID", help="use this base backup instead of the best one")
+    restore.add_argument("--port", type=int, help="port for the restored server (with --start)")
+    restore.add_argument("--start", action="store_true", help="start the server and wait for the target")
+    restore.add_argument("--pause", action="store_true", help="pause at the target instead of promoting")
+    restore.add_argument("--offsite", action="store_true", help="restore from the off-site repository")
+    restore.add_argument("--dry-run", action="store_true", help="print the plan only")
+    restore.set_defaults(func=cmd_restore)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -63,3 +63,28 @@ def render_auto_conf(settings: dict[str, str]) -> str:
     lines = ["# pgwarden restore: recovery settings (later lines win over earlier ones)"]
     lines += [f"{key} = '{value.replace(chr(39), chr(39) * 2)}'" for key, value in settings.items()]
     return "\n".join(lines) + "\n"
+
+
+def parse_target(kind: str, value: str | None) -> RecoveryTarget:
+    """A target from user input (CLI flags, DAG params); ValueError says what a valid value looks like."""
+    value = (value or "").strip()
+    if kind == "latest":
+        return RecoveryTarget("latest")
+    if kind not in ("time", "name", "lsn"):
+        raise ValueError(f"unknown target kind {kind!r}: use latest, time, name or lsn")
+    if not value:
+        raise ValueError(f"target kind {kind!r} needs a target value")
+    if kind == "name":
+        return RecoveryTarget("name", name=value)
+    if kind == "lsn":
+        try:
+            return RecoveryTarget("lsn", lsn=Lsn.parse(value))
+        except ValueError as exc:
+            raise ValueError(f"target LSN {value!r} is not an LSN like 0/3000060") from exc
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise ValueError(f"target time {value!r} is not ISO 8601, e.g. 2026-11-24T09:30:00+00:00") from exc
+    if moment.tzinfo is None:
+        raise ValueError(f"target time {value!r} needs a time zone, e.g. 2026-11-24T09:30:00+00:00")
+    return RecoveryTarget("time", time=moment)

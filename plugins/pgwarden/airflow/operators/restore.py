@@ -151,29 +151,10 @@ class PitrRestoreOperator(PlanRestoreOperator):
 
 
 def parse_target(kind: str, value: str | None):
-    """Params -> RecoveryTarget, with errors that say what a valid value looks like."""
-    from pgwarden.core.lsn import Lsn
-    from pgwarden.core.recovery import RecoveryTarget
+    from pgwarden.core.recovery import parse_target as parse
     from pgwarden.engine.errors import PermanentError
 
-    value = (value or "").strip()
-    if kind == "latest":
-        return RecoveryTarget("latest")
-    if not value:
-        raise PermanentError(f"target kind {kind!r} needs a target value")
-    if kind == "time":
-        try:
-            moment = datetime.fromisoformat(value)
-        except ValueError as exc:
-            raise PermanentError(f"target time {value!r} is not ISO 8601, e.g. 2026-11-24T09:30:00+00:00") from exc
-        if moment.tzinfo is None:
-            raise PermanentError(f"target time {value!r} needs a time zone, e.g. 2026-11-24T09:30:00+00:00")
-        return RecoveryTarget("time", time=moment)
-    if kind == "name":
-        return RecoveryTarget("name", name=value)
-    if kind == "lsn":
-        try:
-            return RecoveryTarget("lsn", lsn=Lsn.parse(value))
-        except ValueError as exc:
-            raise PermanentError(f"target LSN {value!r} is not an LSN like 0/3000060") from exc
-    raise PermanentError(f"unknown target kind {kind!r}: use latest, time, name or lsn")
+    try:
+        return parse(kind, value)
+    except ValueError as exc:
+        raise PermanentError(str(exc)) from exc
