@@ -6,17 +6,21 @@ import json
 
 import pytest
 
+from pgwarden.engine.catalog import read_catalog
+from pgwarden.engine.prune import deletable_wal
 from tests.dags.conftest import run_dag
 from tests.harness.airflow_conns import set_postgres_conn
 from tests.harness.workload import add_items, create_items
 
 BUCKET = "pgwarden-dags"
+OFFSITE = "pgwarden-dags-offsite"
 
 
 @pytest.fixture
 def appdb(pg, s3, pgwarden_config, monkeypatch):
     """A database entry 'shop' backed up to S3, with a restore-drill config that checks items."""
     s3.client().create_bucket(Bucket=BUCKET)
+    s3.client().create_bucket(Bucket=OFFSITE)
     monkeypatch.setenv("AIRFLOW_CONN_PGW_S3", s3.airflow_conn_uri())
     set_postgres_conn(monkeypatch, "pg_shop", pg)
     pgwarden_config(f"""
@@ -26,14 +30,25 @@ def appdb(pg, s3, pgwarden_config, monkeypatch):
           backup:
             count_rows: [public.items]
             incremental_schedule: "*/15 * * * *"
+            offsite: {{url: "s3://{OFFSITE}/copy", conn_id: pgw_s3}}
           verify: {{rto_target: 1h, rpo_target: 1h, old_backup_every: 0}}
     """)
     create_items(pg, 2000)
     return pg
 
 
-def objects(s3, prefix: str) -> list[str]:
-    listing = s3.client().list_objects_v2(Bucket=BUCKET, Prefix=prefix)
+def primary_repository(s3):
+    from pgwarden.core.config import RepositoryConfig
+    from pgwarden.engine.repository import S3Settings, open_repository
+    from tests.harness.s3 import ACCESS_KEY, REGION, SECRET_KEY
+
+    return open_repository(RepositoryConfig(url=f"s3://{BUCKET}/pg"), S3Settings(
+        endpoint_url=s3.endpoint_url, region_name=REGION, aws_access_key_id=ACCESS_KEY,
+        aws_secret_access_key=SECRET_KEY))
+
+
+def objects(s3, prefix: str, bucket: str = BUCKET) -> list[str]:
+    listing = s3.client().list_objects_v2(Bucket=bucket, Prefix=prefix)
     return [o["Key"] for o in listing.get("Contents", [])]
 
 
@@ -45,28 +60,36 @@ def drill_evidence(s3) -> list[dict]:
 @pytest.mark.integration
 def test_full_incremental_and_drill(appdb, s3) -> None:
     states, _ = run_dag("shop.backup_full")
-    assert states == {"base_backup": "success"}
+    assert states == {"base_backup": "success", "retention": "success", "offsite_copy": "success"}
     [manifest_key] = [k for k in objects(s3, "pg/shop/base/") if k.endswith("pgwarden.json")]
+    backup_id = manifest_key.split("/")[3]
+    assert f"copy/shop/base/{backup_id}/pgwarden.json" in objects(s3, "copy/shop/base/", OFFSITE)
 
     add_items(appdb, 300)
     states, _ = run_dag("shop.backup_incremental")
-    assert states == {"collect_wal": "success"}
-    assert any(k.endswith(".zst") for k in objects(s3, "pg/shop/wal/"))
-    assert objects(s3, "pg/shop/restore_points/")
+    assert states == {"collect_wal": "success", "check_chain": "success", "offsite_copy": "success"}
+    wal = [k for k in objects(s3, "pg/shop/wal/") if k.endswith(".zst")]
+    assert wal and objects(s3, "pg/shop/restore_points/")
+    # Off-site gets every WAL file retention keeps (not the segment before the first backup) and
+    # every restore point record.
+    copied = objects(s3, "copy/shop/", OFFSITE)
+    doomed = {w.key for w in deletable_wal(read_catalog(primary_repository(s3), "shop"))}
+    wanted = [k for k in wal if k.removeprefix("pg/") not in doomed] + objects(s3, "pg/shop/restore_points/")
+    assert wanted and all(k.replace("pg/", "copy/", 1) in copied for k in wanted)
 
     states, _ = run_dag("shop.verify_restore")
     assert states == {"prepare_scratch": "success", "restore_and_check": "success", "remove_scratch": "success"}
     [evidence] = drill_evidence(s3)
     checks = {c["name"]: c["ok"] for c in evidence["checks"]}
     assert checks == {"pg_verifybackup": True, "row_counts": True, "amcheck": True, "rto": True, "rpo": True}
-    assert evidence["backup_id"] == manifest_key.split("/")[3]
+    assert evidence["backup_id"] == backup_id
     assert evidence["rto_seconds"] > 0 and evidence["rpo_seconds"] >= 0
     assert evidence["target"].startswith("restore point 'pgwarden_shop_")
 
 
 @pytest.mark.integration
 def test_drill_right_after_the_first_backup_restores_to_its_end(appdb, s3) -> None:
-    assert run_dag("shop.backup_full")[0] == {"base_backup": "success"}
+    assert run_dag("shop.backup_full")[0]["base_backup"] == "success"
     states, _ = run_dag("shop.verify_restore")
     assert states["restore_and_check"] == "success"
     [evidence] = drill_evidence(s3)
@@ -76,15 +99,14 @@ def test_drill_right_after_the_first_backup_restores_to_its_end(appdb, s3) -> No
 
 @pytest.mark.integration
 def test_drill_of_a_corrupted_backup_fails_naming_the_object(appdb, s3, capfd) -> None:
-    states, _ = run_dag("shop.backup_full")
-    assert states == {"base_backup": "success"}
+    assert run_dag("shop.backup_full")[0]["base_backup"] == "success"
     [base_key] = [k for k in objects(s3, "pg/shop/base/") if "/base.tar" in k]
     client = s3.client()
     body = bytearray(client.get_object(Bucket=BUCKET, Key=base_key)["Body"].read())
     body[len(body) // 2] ^= 0xFF  # one flipped byte, metadata (recorded SHA-256) left as it was
     head = client.head_object(Bucket=BUCKET, Key=base_key)
     client.put_object(Bucket=BUCKET, Key=base_key, Body=bytes(body), Metadata=head["Metadata"])
-    assert run_dag("shop.backup_incremental")[0] == {"collect_wal": "success"}
+    assert run_dag("shop.backup_incremental")[0]["collect_wal"] == "success"
 
     states, _ = run_dag("shop.verify_restore")
     assert states["restore_and_check"] == "failed"
@@ -92,3 +114,20 @@ def test_drill_of_a_corrupted_backup_fails_naming_the_object(appdb, s3, capfd) -
     [evidence] = drill_evidence(s3)
     assert evidence["error"] and base_key.split("/", 1)[1] in evidence["error"]
     assert base_key.split("/", 1)[1] in "".join(capfd.readouterr())
+
+
+@pytest.mark.integration
+def test_deleted_wal_segment_fails_the_chain_check_naming_it(appdb, s3, capfd) -> None:
+    assert run_dag("shop.backup_full")[0]["base_backup"] == "success"
+    for _ in range(2):
+        add_items(appdb, 500)
+        assert run_dag("shop.backup_incremental")[0]["check_chain"] == "success"
+    segments = sorted(k for k in objects(s3, "pg/shop/wal/") if k.endswith(".zst"))
+    victim = segments[len(segments) // 2]
+    s3.client().delete_object(Bucket=BUCKET, Key=victim)
+
+    states, _ = run_dag("shop.backup_incremental")
+    assert states["collect_wal"] == "success" and states["check_chain"] == "failed"
+    output = "".join(capfd.readouterr())
+    name = victim.rsplit("/", 1)[1].removesuffix(".zst")
+    assert f"has a gap: {name}" in output and "trigger shop.backup_full" in output

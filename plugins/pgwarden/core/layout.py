@@ -60,8 +60,12 @@ def wal_file_name(key: str) -> str:
     return name
 
 
+def restore_points_prefix(database: str) -> str:
+    return f"{database}/restore_points/"
+
+
 def restore_point_key(database: str, name: str) -> str:
-    return f"{database}/restore_points/{name}.json"
+    return f"{restore_points_prefix(database)}{name}.json"
 
 
 def drill_key(database: str, drill_id: str) -> str:

@@ -37,7 +37,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from pgwarden.core.layout import MANIFEST_NAME, backup_prefix, manifest_key
+from pgwarden.core.layout import MANIFEST_NAME, backup_prefix, manifest_key, restore_points_prefix
 from pgwarden.core.retention import RetentionPolicy
 from pgwarden.core.units import format_size
 from pgwarden.engine.catalog import BackupEntry, head_many, read_catalog
@@ -203,6 +203,14 @@ def copy_offsite(
         result.bytes_copied += size
     if result.wal_copied:
         say(f"copied {result.wal_copied} WAL file(s) ({format_size(result.wal_bytes)}) to {dst.url}")
+
+    # Restore-point records let a restore from the off-site copy resolve names and times too.
+    points_prefix = restore_points_prefix(database)
+    present = {info.key for info in dst.list(points_prefix)}
+    for info in src.list(points_prefix):
+        if info.key not in present:
+            dst.put_bytes(info.key, src.get_bytes(info.key))
+            result.objects_copied += 1
 
     result.prune = prune(dst, database, policy, now=now, orphan_age=orphan_age, log=say)
     say(result.summary())

@@ -63,7 +63,7 @@ class RestoreResult:
 
 def list_restore_points(repo, database: str) -> list[RestorePoint]:
     points = []
-    for info in repo.list(f"{database}/restore_points/"):
+    for info in repo.list(layout.restore_points_prefix(database)):
         record = json.loads(repo.get_bytes(info.key))
         points.append(RestorePoint(record["name"], Lsn.parse(record["lsn"]),
                                    datetime.fromisoformat(record["created_at"])))

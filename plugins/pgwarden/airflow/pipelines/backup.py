@@ -7,6 +7,7 @@ from datetime import timedelta
 from airflow.sdk import DAG, Asset
 
 from pgwarden.airflow.operators.backup import BaseBackupOperator, CollectWalOperator
+from pgwarden.airflow.operators.retention import CheckWalChainOperator, OffsiteCopyOperator, RetentionOperator
 from pgwarden.airflow.pipelines.common import pgwarden_dag
 from pgwarden.core.config import DatabaseConfig, Defaults
 
@@ -19,6 +20,10 @@ protocol (tar format, WAL included so the backup is consistent on its own, {comp
 that manifest, records a row-count snapshot of {tables} beside a named restore point, uploads it to
 `{repository}` and writes the small `pgwarden.json` manifest **last** — a backup without it does not
 exist. The first run creates the replication slot `{slot}` that guards WAL for point-in-time recovery.
+
+Then applies GFS retention ({daily} daily, {monthly} monthly, {yearly} yearly; WAL needed for PITR in
+the daily window and for every kept backup stays; objects of backups that never got a manifest go
+after a day){offsite_full}.
 
 **What it touches.** Reads the whole database through a replication connection (one checkpoint, two
 WAL senders for the duration); writes under `{database}/base/<backup_id>/` in the repository; local disk
@@ -66,6 +71,10 @@ def build(database: str, db_config: DatabaseConfig, defaults: Defaults) -> list[
         "compression": "zstd (gzip where zstd is missing)" if backup.compression == "auto" else backup.compression,
         "checkpoint": backup.checkpoint,
         "tables": ", ".join(f"`{t}`" for t in backup.count_rows) or "no tables (set backup.count_rows)",
+        "daily": backup.retention.daily, "monthly": backup.retention.monthly, "yearly": backup.retention.yearly,
+        "offsite_full": f", and copies every kept backup to `{backup.offsite.url}` (verified by SHA-256)"
+        if backup.offsite else "",
+        "offsite_inc": f", and copies new WAL to `{backup.offsite.url}`" if backup.offsite else "",
     }
     with pgwarden_dag(
         database=database, concern="backup_full", db_config=db_config, defaults=defaults,
@@ -73,10 +82,15 @@ def build(database: str, db_config: DatabaseConfig, defaults: Defaults) -> list[
         description=f"Nightly full base backup of {database} into {db_config.repository.url}",
         dagrun_timeout=timedelta(hours=12),
     ) as full:
-        BaseBackupOperator(
+        base = BaseBackupOperator(
             task_id="base_backup", database=database, db_config=db_config,
             outlets=[backups_asset(database, db_config)], execution_timeout=timedelta(hours=8),
         )
+        # Retention runs after a good backup only, so a failing backup never shrinks history.
+        base >> RetentionOperator(task_id="retention", database=database, db_config=db_config)
+        if backup.offsite is not None:
+            base >> OffsiteCopyOperator(task_id="offsite_copy", database=database, db_config=db_config,
+                                        execution_timeout=timedelta(hours=8))
 
     with pgwarden_dag(
         database=database, concern="backup_incremental", db_config=db_config, defaults=defaults,
@@ -84,6 +98,11 @@ def build(database: str, db_config: DatabaseConfig, defaults: Defaults) -> list[
         description=f"Hourly WAL collection and restore point for {database}",
         dagrun_timeout=timedelta(hours=2),
     ) as incremental:
-        CollectWalOperator(task_id="collect_wal", database=database, db_config=db_config,
-                           execution_timeout=timedelta(hours=1))
+        collect = CollectWalOperator(task_id="collect_wal", database=database, db_config=db_config,
+                                     execution_timeout=timedelta(hours=1))
+        chain = CheckWalChainOperator(task_id="check_chain", database=database, db_config=db_config)
+        collect >> chain
+        if backup.offsite is not None:
+            collect >> OffsiteCopyOperator(task_id="offsite_copy", database=database, db_config=db_config,
+                                           execution_timeout=timedelta(hours=1))
     return [full, incremental]
