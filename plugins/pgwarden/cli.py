@@ -51,25 +51,10 @@ def _database(config: PgwardenConfig, name: str):
 
 def cmd_healthcheck(args: argparse.Namespace) -> int:
     from pgwarden.airflow.connections import open_repository, pg_target
-    from pgwarden.core.health import Requirements
-    from pgwarden.engine.healthcheck import gather_standby_facts, run_healthcheck
+    from pgwarden.engine.healthcheck import check_database
 
     db = _database(_load(args), args.database)
-    standbys = []
-    for standby in db.healthcheck.standbys:
-        try:
-            standbys.append(gather_standby_facts(standby.conn_id, pg_target(standby.conn_id),
-                                                 standby.max_replay_lag))
-        except PgwardenError as exc:
-            standbys.append(gather_standby_facts(standby.conn_id, None, standby.max_replay_lag, str(exc)))
-    report = run_healthcheck(
-        pg_target(db.conn_id),
-        Requirements(backups=db.backup.enabled, slot_name=db.backup.slot_name or f"pgwarden_{args.database}",
-                     slot_warn_bytes=db.backup.slot_warn_size, max_pg_wal_bytes=db.healthcheck.max_pg_wal_size),
-        repository_url=db.repository.url,
-        repository_probe=lambda: open_repository(db.repository).probe(),
-        standbys=standbys,
-    )
+    report = check_database(args.database, db, pg_target, lambda: open_repository(db.repository))
     print(json.dumps(report.summary(), indent=2) if args.json else report.render())
     return 0 if report.ok else 1
 
@@ -126,16 +111,13 @@ def _render_catalog(catalog) -> str:
 
 def cmd_catalog(args: argparse.Namespace) -> int:
     from pgwarden.airflow.connections import open_repository
-    from pgwarden.core.retention import RetentionPolicy
     from pgwarden.engine.catalog import read_catalog
 
     db = _database(_load(args), args.database)
     if args.offsite and db.backup.offsite is None:
         raise SystemExit(f"database {args.database!r} has no backup.offsite repository configured")
     repo_config = db.backup.offsite if args.offsite else db.repository
-    retention = db.backup.retention
-    policy = RetentionPolicy(daily=retention.daily, monthly=retention.monthly, yearly=retention.yearly)
-    catalog = read_catalog(open_repository(repo_config), args.database, policy)
+    catalog = read_catalog(open_repository(repo_config), args.database, db.backup.retention.policy())
     print(json.dumps(catalog.to_json_dict(), indent=2) if args.json else _render_catalog(catalog))
     return 0
 

@@ -118,3 +118,17 @@ def test_standby_lag(pg, file_repo) -> None:
         standby.stop()
         facts = gather_standby_facts("standby1", standby.target(), timedelta(minutes=5))
         assert check(pg, file_repo, standbys=[facts])[1]["standby:standby1"].detail.startswith("unreachable")
+
+
+@pytest.mark.integration
+def test_cli_healthcheck_uses_the_same_checks(pg_factory, file_repo, tmp_path, monkeypatch, capsys) -> None:
+    from pgwarden.cli import main
+    from tests.harness.airflow_conns import set_postgres_conn
+
+    server = pg_factory({"wal_level": "minimal", "max_wal_senders": "0"})
+    set_postgres_conn(monkeypatch, "pg_cli", server)
+    config = tmp_path / "pgwarden.yaml"
+    config.write_text(f"databases:\n  cli:\n    conn_id: pg_cli\n    repository: {{url: '{file_repo}'}}\n")
+    assert main(["--config", str(config), "healthcheck", "cli"]) == 1
+    out = capsys.readouterr().out
+    assert "[FAIL] wal_level" in out and "[OK  ] repository" in out

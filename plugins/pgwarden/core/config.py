@@ -24,6 +24,7 @@ from pydantic import (
     model_validator,
 )
 
+from pgwarden.core.retention import RetentionPolicy
 from pgwarden.core.schedule import longest_interval, validate_cron
 from pgwarden.core.units import parse_duration, parse_size
 
@@ -121,6 +122,9 @@ class RetentionConfig(Strict):
     yearly: int = Field(default=7, ge=0)
     dry_run: bool = False
 
+    def policy(self) -> RetentionPolicy:
+        return RetentionPolicy(daily=self.daily, monthly=self.monthly, yearly=self.yearly)
+
 
 class LogicalDumpConfig(Strict):
     enabled: bool = False
@@ -141,6 +145,10 @@ class BackupConfig(Strict):
     slot_name: str | None = Field(default=None, description="defaults to pgwarden_<database>")
     slot_warn_size: ByteSize = 16 * 2**30
     offsite: RepositoryConfig | None = None
+
+    def slot_for(self, database: str) -> str:
+        """The guard replication slot's name (``pgwarden_<database>`` unless configured)."""
+        return self.slot_name or f"pgwarden_{database}"
 
     @field_validator("count_rows")
     @classmethod

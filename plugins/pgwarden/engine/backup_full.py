@@ -110,7 +110,7 @@ def take_full_backup(
     started_at = datetime.now(timezone.utc)
     started = time.monotonic()
     backup_id = layout.backup_id_for(started_at)
-    slot = backup.slot_name or f"pgwarden_{database}"
+    slot = backup.slot_for(database)
 
     facts = _server_facts(target)
     server_major = int(facts["version_num"]) // 10000

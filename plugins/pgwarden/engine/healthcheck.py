@@ -114,3 +114,27 @@ def run_healthcheck(
     for standby in standbys or []:
         findings.append(evaluate_standby(standby))
     return HealthReport(tuple(findings))
+
+
+def check_database(database: str, db_config, resolve_target, repository) -> HealthReport:
+    """The healthcheck of one configured database; ``resolve_target(conn_id) -> PgTarget``.
+
+    The Airflow operator and ``pgwarden healthcheck`` both call this, resolving connections the
+    same way; only where the report goes differs.
+    """
+    standbys = []
+    for standby in db_config.healthcheck.standbys:
+        try:
+            standbys.append(gather_standby_facts(standby.conn_id, resolve_target(standby.conn_id),
+                                                 standby.max_replay_lag))
+        except PgwardenError as exc:
+            standbys.append(gather_standby_facts(standby.conn_id, None, standby.max_replay_lag, str(exc)))
+    requirements = Requirements(
+        backups=db_config.backup.enabled,
+        slot_name=db_config.backup.slot_for(database),
+        slot_warn_bytes=db_config.backup.slot_warn_size,
+        max_pg_wal_bytes=db_config.healthcheck.max_pg_wal_size,
+    )
+    return run_healthcheck(resolve_target(db_config.conn_id), requirements,
+                           repository_url=db_config.repository.url,
+                           repository_probe=lambda: repository().probe(), standbys=standbys)

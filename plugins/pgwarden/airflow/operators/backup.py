@@ -55,7 +55,7 @@ class CollectWalOperator(PgwardenOperator):
         with scratch(self.database, "wal") as workdir:
             result = collect_wal(
                 self.pg_target(), self.repository(), self.database,
-                slot=backup.slot_name or f"pgwarden_{self.database}",
+                slot=backup.slot_for(self.database),
                 workdir=workdir,
                 compression=compress.resolve(backup.compression),
                 restore_point=f"pgwarden_{self.database}_{stamp}",

@@ -17,32 +17,10 @@ class HealthcheckOperator(PgwardenOperator):
     def run(self, context: Any) -> dict[str, object]:
         from airflow.sdk.exceptions import AirflowFailException
 
-        from pgwarden.core.health import Requirements
-        from pgwarden.engine.errors import PgwardenError
-        from pgwarden.engine.healthcheck import gather_standby_facts, run_healthcheck
+        from pgwarden.airflow.connections import pg_target
+        from pgwarden.engine.healthcheck import check_database
 
-        cfg = self.db_config
-        requirements = Requirements(
-            backups=cfg.backup.enabled,
-            slot_name=cfg.backup.slot_name or f"pgwarden_{self.database}",
-            slot_warn_bytes=cfg.backup.slot_warn_size,
-            max_pg_wal_bytes=cfg.healthcheck.max_pg_wal_size,
-        )
-        standbys = []
-        for standby in cfg.healthcheck.standbys:
-            try:
-                target = self._standby_target(standby.conn_id)
-                standbys.append(gather_standby_facts(standby.conn_id, target, standby.max_replay_lag))
-            except PgwardenError as exc:
-                standbys.append(gather_standby_facts(standby.conn_id, None, standby.max_replay_lag, str(exc)))
-
-        def probe_repository() -> None:
-            self.repository().probe()
-
-        report = run_healthcheck(
-            self.pg_target(), requirements,
-            repository_url=cfg.repository.url, repository_probe=probe_repository, standbys=standbys,
-        )
+        report = check_database(self.database, self.db_config, pg_target, self.repository)
         self.log.info("healthcheck of %s:\n%s", self.database, report.render())
         if not report.ok:
             problems = "\n".join(f.line() for f in report.failures)
@@ -50,9 +28,3 @@ class HealthcheckOperator(PgwardenOperator):
                 f"{self.database}: {len(report.failures)} requirement(s) not met:\n{problems}"
             )
         return report.summary()
-
-    @staticmethod
-    def _standby_target(conn_id: str):
-        from pgwarden.airflow.connections import pg_target
-
-        return pg_target(conn_id)

@@ -8,13 +8,6 @@ from typing import Any
 from pgwarden.airflow.operators.base import PgwardenOperator
 
 
-def _policy(db_config):
-    from pgwarden.core.retention import RetentionPolicy
-
-    retention = db_config.backup.retention
-    return RetentionPolicy(daily=retention.daily, monthly=retention.monthly, yearly=retention.yearly)
-
-
 class CheckWalChainOperator(PgwardenOperator):
     """Fail loudly when WAL from the oldest point-in-time backup to now has a gap, naming the segment."""
 
@@ -22,7 +15,7 @@ class CheckWalChainOperator(PgwardenOperator):
         from pgwarden.engine.catalog import read_catalog
         from pgwarden.engine.errors import PermanentError
 
-        catalog = read_catalog(self.repository(), self.database, _policy(self.db_config))
+        catalog = read_catalog(self.repository(), self.database, self.db_config.backup.retention.policy())
         report = catalog.check_chain()
         if report is None:
             raise PermanentError(f"{self.database} has no valid full backup yet, so WAL cannot be replayed "
@@ -46,7 +39,7 @@ class OffsiteCopyOperator(PgwardenOperator):
         assert offsite is not None, "the DAG only has this task when backup.offsite is set"
         with scratch(self.database, f"offsite-{self.task_id}") as workdir:
             result = copy_offsite(self.repository(), open_repository(offsite), self.database, workdir=workdir,
-                                  policy=_policy(self.db_config), now=datetime.now(timezone.utc),
+                                  policy=self.db_config.backup.retention.policy(), now=datetime.now(timezone.utc),
                                   log=self.log.info)
         return result.to_json_dict()
 
@@ -57,7 +50,7 @@ class RetentionOperator(PgwardenOperator):
     def run(self, context: Any) -> dict[str, object]:
         from pgwarden.engine.prune import prune
 
-        result = prune(self.repository(), self.database, _policy(self.db_config),
+        result = prune(self.repository(), self.database, self.db_config.backup.retention.policy(),
                        dry_run=self.db_config.backup.retention.dry_run, now=datetime.now(timezone.utc),
                        log=self.log.info)
         return result.to_json_dict()

@@ -67,7 +67,7 @@ def build(database: str, db_config: DatabaseConfig, defaults: Defaults) -> list[
     fmt = {
         "database": database,
         "repository": db_config.repository.url,
-        "slot": backup.slot_name or f"pgwarden_{database}",
+        "slot": backup.slot_for(database),
         "compression": "zstd (gzip where zstd is missing)" if backup.compression == "auto" else backup.compression,
         "checkpoint": backup.checkpoint,
         "tables": ", ".join(f"`{t}`" for t in backup.count_rows) or "no tables (set backup.count_rows)",
