@@ -66,6 +66,28 @@ def run_basebackup(target: PgTarget, dest: Path, *, checkpoint: str, compression
         raise TransientError(f"pg_basebackup failed: {exc.stderr[-800:]}") from exc
 
 
+def take_logical_dump(target: PgTarget, repo, database: str, backup_id: str, dest: Path, *, jobs: int,
+                      server_major: int, timeout: float, retain: datetime | None, log: Log) -> list[StoredFile]:
+    """``pg_dump -Fd -j N`` of the connection's database, uploaded under ``dump/`` beside the base backup.
+
+    A logical dump restores into any PostgreSQL version (``pg_restore -d newdb -j N dump/``) and lets
+    a single table come back without a full restore; the physical backup is what PITR uses.
+    """
+    argv = [pgtools.tool("pg_dump", server_major), "-Fd", "-j", str(jobs), "-f", str(dest), "--no-sync",
+            "-d", target.dbname]
+    try:
+        pgtools.run(argv, env=target.tool_env(), timeout=timeout)
+    except pgtools.ToolError as exc:
+        raise TransientError(f"pg_dump failed: {exc.stderr[-800:]}") from exc
+    stored = []
+    for path in sorted(dest.iterdir()):
+        info = repo.put_file(f"{layout.backup_prefix(database, backup_id)}dump/{path.name}", path, retain_until=retain)
+        stored.append(StoredFile(name=f"dump/{path.name}", size=info.size, sha256=info.sha256 or "", role="dump"))
+        path.unlink()
+    log(f"logical dump of {target.dbname}: {len(stored)} file(s), {sum(f.size for f in stored)} bytes")
+    return stored
+
+
 def snapshot_row_counts(target: PgTarget, tables: list[str], restore_point: str, repo, database: str
                         ) -> RowCounts | None:
     """Counts under one REPEATABLE READ snapshot taken an instant before the named restore point.
@@ -156,6 +178,11 @@ def take_full_backup(
         stored.append(StoredFile(name=path.name, size=info.size, sha256=info.sha256 or "", role=role))
         log(f"uploaded {path.name}: {info.size} bytes")
         path.unlink()
+
+    if backup.logical_dump.enabled:
+        stored += take_logical_dump(target, repo, database, backup_id, workdir / f"{backup_id}.dump",
+                                    jobs=backup.logical_dump.jobs, server_major=server_major,
+                                    timeout=timeout, retain=lock_until, log=log)
 
     finished_at = datetime.now(timezone.utc)
     manifest = BackupManifest(

@@ -260,12 +260,13 @@ def restore(
     download.mkdir(parents=True)
     try:
         prefix = layout.backup_prefix(database, backup.id)
-        for stored in backup.manifest.files:
+        physical = [f for f in backup.manifest.files if f.role != "dump"]  # the logical dump is not needed
+        for stored in physical:
             local = download / stored.name
             repo.get_file(prefix + stored.name, local, expected_sha256=stored.sha256)
         lap("download")
         tablespaces = dest.parent / f"{dest.name}.tablespaces"
-        for stored in backup.manifest.files:
+        for stored in physical:
             local = download / stored.name
             if stored.role == "base":
                 _unpack(local, dest)

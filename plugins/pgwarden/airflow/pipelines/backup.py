@@ -18,7 +18,7 @@ FULL_DOC = """\
 protocol (tar format, WAL included so the backup is consistent on its own, {compression} compression,
 `backup_manifest` with SHA-256 of every file, checkpoint `{checkpoint}`), verifies every file against
 that manifest, records a row-count snapshot of {tables} beside a named restore point, uploads it to
-`{repository}` and writes the small `pgwarden.json` manifest **last** — a backup without it does not
+`{repository}`{dump}, and writes the small `pgwarden.json` manifest **last** — a backup without it does not
 exist. The first run creates the replication slot `{slot}` that guards WAL for point-in-time recovery.
 
 Then applies GFS retention ({daily} daily, {monthly} monthly, {yearly} yearly; WAL needed for PITR in
@@ -74,6 +74,8 @@ def build(database: str, db_config: DatabaseConfig, defaults: Defaults) -> list[
         "daily": backup.retention.daily, "monthly": backup.retention.monthly, "yearly": backup.retention.yearly,
         "offsite_full": f", and copies every kept backup to `{backup.offsite.url}` (verified by SHA-256)"
         if backup.offsite else "",
+        "dump": f" with a logical dump (`pg_dump -Fd -j {backup.logical_dump.jobs}`) under `dump/`"
+        if backup.logical_dump.enabled else "",
         "offsite_inc": f", and copies new WAL to `{backup.offsite.url}`" if backup.offsite else "",
     }
     with pgwarden_dag(
