@@ -21,7 +21,7 @@ demo: setup
 	$(PY) scripts/demo.py
 
 demo-clean:
-	-pkill -f "$(abspath .demo)" 2>/dev/null; rm -rf .demo
+	-$(PY) scripts/demo.py --stop; rm -rf .demo
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -131,3 +131,15 @@ def test_deleted_wal_segment_fails_the_chain_check_naming_it(appdb, s3, capfd) -
     output = "".join(capfd.readouterr())
     name = victim.rsplit("/", 1)[1].removesuffix(".zst")
     assert f"has a gap: {name}" in output and "trigger shop.backup_full" in output
+
+
+@pytest.mark.integration
+def test_before_the_first_full_backup_wal_and_drill_skip_saying_what_runs_first(appdb, s3, capfd) -> None:
+    states, _ = run_dag("shop.backup_incremental")
+    assert states["collect_wal"] == "skipped"
+    states, _ = run_dag("shop.verify_restore")
+    assert states["restore_and_check"] == "skipped"
+    output = "".join(capfd.readouterr())
+    assert "the first run of shop.backup_full creates the replication slot" in output
+    assert "no backup to drill yet: run shop.backup_full first" in output
+    assert not objects(s3, "pg/shop/drills/")

@@ -9,6 +9,9 @@ from __future__ import annotations
 import gzip
 import shutil
 import subprocess
+import tarfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 
@@ -64,8 +67,26 @@ def decompress_file(src: Path, dst: Path) -> None:
         shutil.copyfile(src, dst)
 
 
-def decompressing_reader(path: Path) -> subprocess.Popen | None:
-    """A ``zstd -dc`` process streaming ``path`` decompressed on stdout (None if not zstd)."""
-    if path.suffix != ".zst":
-        return None
-    return subprocess.Popen(["zstd", "-q", "-d", "-c", str(path)], stdout=subprocess.PIPE)
+@contextmanager
+def tar_stream(path: Path) -> Iterator[tarfile.TarFile]:
+    """Read a (``.zst``/``.gz``/plain) tar as a stream: one pass, nothing unpacked to disk first.
+
+    Raises ``PermanentError`` naming the file when decompression fails (a corrupt object).
+    """
+    proc = None
+    if path.suffix == ".zst":
+        proc = subprocess.Popen(["zstd", "-q", "-d", "-c", str(path)], stdout=subprocess.PIPE)
+        archive = tarfile.open(fileobj=proc.stdout, mode="r|")
+    elif path.suffix == ".gz":
+        archive = tarfile.open(fileobj=gzip.open(path, "rb"), mode="r|")
+    else:
+        archive = tarfile.open(path, mode="r|")
+    try:
+        yield archive
+    finally:
+        archive.close()
+        if proc is not None:
+            assert proc.stdout is not None
+            proc.stdout.close()
+            if proc.wait() != 0:
+                raise PermanentError(f"{path.name}: decompression failed; the object is corrupt")

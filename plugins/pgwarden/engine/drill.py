@@ -27,7 +27,7 @@ from pgwarden.core.recovery import RecoveryTarget, recovery_settings, render_aut
 from pgwarden.engine import pgtools
 from pgwarden.engine.catalog import BackupEntry, Catalog, read_catalog
 from pgwarden.engine.cluster import LocalCluster, free_port
-from pgwarden.engine.errors import PermanentError, PgwardenError
+from pgwarden.engine.errors import NoBackupYet, PermanentError, PgwardenError
 from pgwarden.engine.postgres import connect
 from pgwarden.engine.restore import (
     RestorePoint,
@@ -149,6 +149,8 @@ def run_drill(
                 evidence.add("old_backup", True, "no monthly or yearly backup older than the newest yet")
                 return _finish(repo, evidence, log)
             backup_id = old.id
+        if not catalog.backups and not catalog.orphans and backup_id is None:
+            raise NoBackupYet(f"{database} has no backup to drill yet: run {database}.backup_full first")
         backup = catalog.backup(backup_id) if backup_id else catalog.newest_valid
         if backup is None:
             raise PermanentError(f"no valid backup of {database} to drill; run {database}.backup_full")
@@ -210,6 +212,8 @@ def run_drill(
                  else db_config.backup.count_rows, evidence)
         _smoke_queries(cluster, dbname, smoke_dir, evidence)
         evidence.judge_targets()
+    except NoBackupYet:
+        raise  # nothing was drilled: no evidence to write
     except PgwardenError as exc:
         evidence.error = str(exc)
     finally:

@@ -17,3 +17,10 @@ class PermanentError(PgwardenError):
 
 class TransientError(PgwardenError):
     """Worth retrying: lost connections, lock timeouts, S3 5xx, a server that is restarting."""
+
+
+class NoBackupYet(PgwardenError):
+    """Nothing to do yet: the database has never had a full backup (a new deployment).
+
+    Operators report this as a skipped task, not a failure; its message says what runs first.
+    """

@@ -28,7 +28,6 @@ from pgwarden.engine.catalog import BackupEntry, Catalog, read_catalog
 from pgwarden.engine.cluster import LocalCluster, port_in_use
 from pgwarden.engine.errors import PermanentError, PgwardenError
 from pgwarden.engine.postgres import connect
-from pgwarden.engine.verify import _open_tar_stream
 
 Log = Callable[[str], None]
 
@@ -136,16 +135,9 @@ def _check_reachable(catalog: Catalog, backup: BackupEntry, target: RecoveryTarg
 
 
 def _unpack(tar_path: Path, dest: Path) -> None:
-    proc, archive = _open_tar_stream(tar_path)
-    try:
+    with compress.tar_stream(tar_path) as archive:
         # "tar" filter: keeps modes and symlinks a data directory needs, refuses absolute/escaping paths.
         archive.extractall(dest, filter="tar")
-    finally:
-        archive.close()
-        if proc is not None:
-            proc.stdout.close()
-            if proc.wait() != 0:
-                raise PermanentError(f"{tar_path.name}: decompression failed; the object is corrupt")
 
 
 def _remap_tablespaces(datadir: Path, tablespace_root: Path) -> None:

@@ -8,11 +8,9 @@ the manifest's own checksum. Memory stays at one read buffer.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
 import re
-import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,15 +41,6 @@ def read_backup_manifest(path: Path) -> ManifestSummary:
     return ManifestSummary(files, data.get("WAL-Ranges", []), str(data.get("System-Identifier") or "") or None)
 
 
-def _open_tar_stream(path: Path):
-    proc = compress.decompressing_reader(path)
-    if proc is not None:
-        return proc, tarfile.open(fileobj=proc.stdout, mode="r|")
-    if path.suffix == ".gz":
-        return None, tarfile.open(fileobj=gzip.open(path, "rb"), mode="r|")
-    return None, tarfile.open(path, mode="r|")
-
-
 def verify_tar_backup(directory: Path, *, server_major: int) -> Verification:
     """Check every file the manifest lists against the tars in ``directory``; raise naming the first bad one."""
     if pgtools.tool_major(pgtools.tool("pg_verifybackup")) >= 18:
@@ -64,8 +53,7 @@ def verify_tar_backup(directory: Path, *, server_major: int) -> Verification:
     tars = sorted(p for p in directory.iterdir() if re.match(r"^(base|\d+)\.tar(\.zst|\.gz)?$", p.name))
     for tar_path in tars:
         prefix = "" if tar_path.name.startswith("base.") else f"pg_tblspc/{tar_path.name.split('.')[0]}/"
-        proc, archive = _open_tar_stream(tar_path)
-        try:
+        with compress.tar_stream(tar_path) as archive:
             for member in archive:
                 if not member.isfile():
                     continue
@@ -84,12 +72,6 @@ def verify_tar_backup(directory: Path, *, server_major: int) -> Verification:
                         f"the backup is corrupt and was not stored"
                     )
                 seen.add(path)
-        finally:
-            archive.close()
-            if proc is not None:
-                proc.stdout.close()
-                if proc.wait() != 0:
-                    raise PermanentError(f"{tar_path.name}: decompression failed; the file is corrupt")
     missing = sorted(set(manifest.files) - seen)
     if missing:
         raise PermanentError(f"backup_manifest lists {len(missing)} file(s) not in the tar output, "

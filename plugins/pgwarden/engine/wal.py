@@ -27,7 +27,7 @@ from pgwarden.core import layout
 from pgwarden.core.lsn import Lsn
 from pgwarden.core.walnames import is_history_name, is_segment_name, segment_name
 from pgwarden.engine import compress, pgtools
-from pgwarden.engine.errors import PermanentError, TransientError
+from pgwarden.engine.errors import NoBackupYet, PermanentError, TransientError
 from pgwarden.engine.postgres import PgTarget, classify, connect, replication_probe
 
 Log = Callable[[str], None]
@@ -85,12 +85,23 @@ def slot_lost_error(slot: str, database: str) -> PermanentError:
     )
 
 
-def ensure_slot(target: PgTarget, slot: str, database: str, *, create: bool) -> SlotState:
+def has_any_backup(repo, database: str) -> bool:
+    """Whether any backup (valid or not) or orphan was ever written for ``database``."""
+    if repo is None:
+        return True
+    return next(iter(repo.list(layout.base_prefix(database))), None) is not None
+
+
+def ensure_slot(target: PgTarget, slot: str, database: str, *, create: bool, repo=None) -> SlotState:
     """Return the guard slot's state; create it (reserving WAL now) when ``create`` and missing."""
     with connect(target, statement_timeout="30s") as conn:
         row = conn.execute(_SLOT_SQL, (slot,)).fetchone()
         created = False
         if row is None:
+            if not create and not has_any_backup(repo, database):
+                raise NoBackupYet(f"{database} has no full backup yet, so there is no WAL chain to extend: "
+                                  f"the first run of {database}.backup_full creates the replication slot "
+                                  f"{slot!r} and starts it")
             if not create:
                 raise PermanentError(
                     f"replication slot {slot!r} does not exist, so WAL since the last backup may be gone. "
@@ -196,7 +207,7 @@ def collect_wal(
 ) -> WalCollection:
     """Collect all WAL since the guard slot into the repository, then advance the guard."""
     started = time.monotonic()
-    state = ensure_slot(target, slot, database, create=False)
+    state = ensure_slot(target, slot, database, create=False, repo=repo)
     warning = None
     if state.retained_bytes > warn_bytes:
         warning = (f"slot {slot} holds {state.retained_bytes} bytes of WAL on the server (warning above "

@@ -13,7 +13,8 @@ from pgwarden.core.config import DatabaseConfig
 class PgwardenOperator(BaseOperator):
     """Base for pgwarden operators.
 
-    Subclasses implement ``run(context)``. A ``PermanentError`` (bad config, missing permission,
+    Subclasses implement ``run(context)``. ``NoBackupYet`` skips the task (a new database has nothing
+    to collect or drill until its first full backup). A ``PermanentError`` (bad config, missing permission,
     checksum mismatch) fails the task at once, without retries, with the engine's message that says
     what to do; a ``TransientError`` is raised as-is so Airflow retries it with backoff.
     """
@@ -28,12 +29,15 @@ class PgwardenOperator(BaseOperator):
         self.postgres_conn_id = db_config.conn_id
 
     def execute(self, context: Any) -> Any:
-        from airflow.sdk.exceptions import AirflowFailException
+        from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-        from pgwarden.engine.errors import PermanentError
+        from pgwarden.engine.errors import NoBackupYet, PermanentError
 
         try:
             return self.run(context)
+        except NoBackupYet as exc:
+            self.log.warning("skipped: %s", exc)  # Airflow does not log a skip's reason itself
+            raise AirflowSkipException(str(exc)) from exc
         except PermanentError as exc:
             raise AirflowFailException(str(exc)) from exc
 

@@ -88,15 +88,26 @@ class RestoreDrillOperator(PgwardenOperator):
         for kind, backup_id in drills:
             scratch = Path(self.scratch) / kind
             scratch.mkdir(parents=True, exist_ok=True)
+            self._drilling = scratch
             evidence = run_drill(repo, self.database, self.db_config, scratch=scratch, dbname=dbname, kind=kind,
                                  backup_id=backup_id, smoke_dir=smoke, log=self.log.info)
             results.append(evidence)
+        self._drilling = None
         failed = [e for e in results if not e.passed]
         if failed:
             lines = [f"{e.drill_id}: " + "; ".join(e.failures()) for e in failed]
             raise AirflowFailException("restore drill failed (evidence written to drills/ in the repository):\n"
                                        + "\n".join(lines))
         return {"drills": [e.summary() for e in results]}
+
+
+    def on_kill(self) -> None:
+        """Airflow stopped the task (timeout, marked failed): do not leave a scratch server running."""
+        from pgwarden.engine.restore import remove_restore
+
+        scratch = getattr(self, "_drilling", None)
+        if scratch is not None:
+            remove_restore(Path(scratch) / "data")
 
 
 class PlanRestoreOperator(PgwardenOperator):
