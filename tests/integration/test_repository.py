@@ -511,7 +511,7 @@ def test_s3_transfer_memory_stays_bounded(s3: MotoServer, tmp_path: Path) -> Non
     source = tmp_path / "big"
     digest = random_file(source, 192 * MiB)
     script = textwrap.dedent(f"""
-        import json, resource
+        import json
         from pathlib import Path
         from pgwarden.core.config import RepositoryConfig
         from pgwarden.engine.repository import S3Settings, open_repository
@@ -521,8 +521,10 @@ def test_s3_transfer_memory_stays_bounded(s3: MotoServer, tmp_path: Path) -> Non
         repo = open_repository(RepositoryConfig(url="s3://{BUCKET}/mem"), settings)
         put = repo.put_file("big", Path({str(source)!r}))
         got = repo.get_file("big", Path({str(tmp_path / "back")!r}))
-        print(json.dumps({{"put": put.sha256, "got": got.sha256,
-                          "maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}}))
+        # VmHWM, not ru_maxrss: Linux copies the forking parent's peak RSS into the child's
+        # ru_maxrss at exec, so a big pytest process would be measured instead of this one.
+        hwm = next(line for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+        print(json.dumps({{"put": put.sha256, "got": got.sha256, "maxrss_kib": int(hwm.split()[1])}}))
     """)
     done = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).parents[2], check=True,
                           capture_output=True, text=True, timeout=600)

@@ -664,8 +664,8 @@ class S3Repository(Repository):
             multipart_threshold=MULTIPART_THRESHOLD,
             multipart_chunksize=MULTIPART_CHUNKSIZE,
             max_concurrency=MAX_CONCURRENCY,
-            # Downloads queue received bytes for the disk writer: 1000 x 256 KiB by default, which a slow
-            # or busy disk fills (437 MiB seen under load). 16 x 256 KiB keeps memory flat.
+            # Downloads queue received bytes for the disk writer: up to 1000 x 256 KiB by default when
+            # the disk is slower than the network. 16 x 256 KiB keeps memory flat either way.
             max_io_queue=16,
             num_download_attempts=self.settings.max_attempts,
             preferred_transfer_client="classic",
