@@ -225,16 +225,17 @@ def test_kill_9_mid_wal_collection_converges_on_the_next_run(pg, s3, tmp_path) -
 
 
 def test_dropped_slot_says_to_take_a_full_backup(pg, file_repo, tmp_path) -> None:
-    ensure_slot(pg.target(), SLOT, DB, create=True)
+    config = RepositoryConfig(url=file_repo)
+    repo = open_repository(config)
+    take_full_backup(pg.target(), repo, DB, BackupConfig(slot_name=SLOT), config, workdir=tmp_path / "full")
     with connect(pg.target()) as conn:
         conn.execute("SELECT pg_drop_replication_slot(%s)", (SLOT,))
-    repo = open_repository(RepositoryConfig(url=file_repo))
 
     with pytest.raises(PermanentError) as caught:
         collect(pg, repo, tmp_path / "w", "rp")
     message = str(caught.value)
     assert f"{SLOT!r} does not exist" in message and f"Trigger {DB}.backup_full" in message
-    assert list(repo.list()) == []
+    assert list(repo.list(layout.wal_prefix(DB))) == []  # nothing collected from a chain with a hole
 
 
 def test_invalidated_slot_fails_with_instructions(pg_factory, file_repo, tmp_path) -> None:

@@ -69,7 +69,7 @@ def verify_tar_backup(directory: Path, *, server_major: int) -> Verification:
                 if member.size != size or (checksum and digest.hexdigest() != checksum):
                     raise PermanentError(
                         f"{tar_path.name}: {path} does not match backup_manifest (size {member.size} vs {size}); "
-                        f"the backup is corrupt and was not stored"
+                        f"the backup is corrupt and is not counted (it gets no pgwarden.json)"
                     )
                 seen.add(path)
     missing = sorted(set(manifest.files) - seen)
