@@ -58,6 +58,26 @@ def test_role_without_replication(pg, file_repo) -> None:
 
 
 @pytest.mark.integration
+def test_backup_functions_and_count_tables_need_grants(pg, file_repo) -> None:
+    with connect(pg.target()) as conn:
+        conn.execute("CREATE TABLE public.users (id int)")
+        conn.execute("CREATE ROLE backup LOGIN REPLICATION")
+    requirements = Requirements(True, "pgwarden_t1", 2**30, 2**30, ("public.users", "public.nope"))
+    report, by_name = check(pg, file_repo, requirements, target=pg.target(user="backup"))
+    assert by_name["backup_functions"].status == "fail"
+    assert by_name["backup_functions"].fix.startswith("GRANT EXECUTE ON FUNCTION pg_create_restore_point(text)")
+    assert by_name["count_rows:public.users"].fix == "GRANT SELECT ON public.users TO <role>;"
+    assert by_name["count_rows:public.nope"].detail == "table named in backup.count_rows does not exist"
+
+    with connect(pg.target()) as conn:
+        conn.execute("GRANT EXECUTE ON FUNCTION pg_create_restore_point(text), pg_switch_wal(), "
+                     "pg_logical_emit_message(boolean, text, text) TO backup")
+        conn.execute("GRANT SELECT ON public.users TO backup")
+    _, by_name = check(pg, file_repo, requirements, target=pg.target(user="backup"))
+    assert by_name["backup_functions"].status == "ok" and "count_rows:public.users" not in by_name
+
+
+@pytest.mark.integration
 def test_missing_pg_hba_replication_line(pg_factory, file_repo) -> None:
     server = pg_factory(hba=("local all all trust", "host all all 127.0.0.1/32 trust"))
     report, by_name = check(server, file_repo)

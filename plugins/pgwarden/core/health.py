@@ -43,6 +43,9 @@ class ServerFacts:
     data_checksums: bool
     pg_wal_bytes: int | None
     slots: tuple[SlotFacts, ...] = ()
+    # function signature -> may the role execute it; table -> "ok" | "missing" | "denied"
+    functions: tuple[tuple[str, bool], ...] = ()
+    tables: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,12 @@ class Requirements:
     slot_name: str
     slot_warn_bytes: int
     max_pg_wal_bytes: int
+    count_tables: tuple[str, ...] = ()
+
+
+# What WAL collection and full backups call besides the replication protocol.
+BACKUP_FUNCTIONS = ("pg_create_restore_point(text)", "pg_switch_wal()",
+                    "pg_logical_emit_message(boolean, text, text)")
 
 
 @dataclass(frozen=True)
@@ -180,6 +189,20 @@ def _backup_requirements(facts: ServerFacts, req: Requirements, add) -> None:
                     "ALTER ROLE <role> WITH REPLICATION;"))
     else:
         add(Finding("replication_role", "ok", "role may replicate"))
+
+    denied = [name for name, allowed in facts.functions if not allowed]
+    if denied:
+        add(Finding("backup_functions", "fail", f"the role may not execute {', '.join(denied)}",
+                    "GRANT EXECUTE ON FUNCTION " + ", ".join(denied) + " TO <role>;"))
+    elif facts.functions:
+        add(Finding("backup_functions", "ok", "restore points, WAL switch and markers allowed"))
+    for table, state in facts.tables:
+        if state == "missing":
+            add(Finding(f"count_rows:{table}", "fail", "table named in backup.count_rows does not exist",
+                        "fix backup.count_rows in the config (schema.table)"))
+        elif state == "denied":
+            add(Finding(f"count_rows:{table}", "fail", "the role may not SELECT from it to count rows",
+                        f"GRANT SELECT ON {table} TO <role>;"))
 
     if facts.replication_error is None:
         add(Finding("replication_connection", "ok", "IDENTIFY_SYSTEM over a replication connection works"))

@@ -7,6 +7,7 @@ from datetime import timedelta
 import psycopg
 
 from pgwarden.core.health import (
+    BACKUP_FUNCTIONS,
     Finding,
     HealthReport,
     Requirements,
@@ -42,7 +43,16 @@ SELECT slot_name, slot_type, active, wal_status,
 """
 
 
-def gather_server_facts(target: PgTarget, *, probe_replication: bool) -> ServerFacts:
+_FUNCTION_SQL = "SELECT has_function_privilege(current_user, %s, 'EXECUTE')"
+_TABLE_SQL = """
+SELECT CASE WHEN to_regclass(%(t)s) IS NULL THEN 'missing'
+            WHEN has_table_privilege(current_user, to_regclass(%(t)s), 'SELECT') THEN 'ok'
+            ELSE 'denied' END
+"""
+
+
+def gather_server_facts(target: PgTarget, *, probe_replication: bool,
+                        count_tables: tuple[str, ...] = ()) -> ServerFacts:
     with connect(target, statement_timeout="30s") as conn:
         row = conn.execute(_SETTINGS_SQL).fetchone()
         assert row is not None
@@ -51,6 +61,9 @@ def gather_server_facts(target: PgTarget, *, probe_replication: bool) -> ServerF
             wal_bytes = conn.execute("SELECT coalesce(sum(size), 0)::bigint FROM pg_ls_waldir()").fetchone()[0]
         except psycopg.errors.InsufficientPrivilege:
             wal_bytes = None
+        functions = tuple((f, bool(conn.execute(_FUNCTION_SQL, (f,)).fetchone()[0]))
+                          for f in BACKUP_FUNCTIONS) if probe_replication else ()
+        tables = tuple((t, conn.execute(_TABLE_SQL, {"t": t}).fetchone()[0]) for t in count_tables)
     replication_error = None
     if probe_replication:
         try:
@@ -62,7 +75,7 @@ def gather_server_facts(target: PgTarget, *, probe_replication: bool) -> ServerF
         server_version=row[0], server_version_num=row[1], in_recovery=row[2], wal_level=row[3],
         max_wal_senders=row[4], wal_senders_in_use=row[5], max_replication_slots=row[6],
         role_can_replicate=bool(row[7]), replication_error=replication_error, archive_mode=row[8],
-        data_checksums=row[9], pg_wal_bytes=wal_bytes, slots=slots,
+        data_checksums=row[9], pg_wal_bytes=wal_bytes, slots=slots, functions=functions, tables=tables,
     )
 
 
@@ -100,7 +113,8 @@ def run_healthcheck(
     """Gather everything, judge it, return the report. Connection failures are findings too."""
     findings: list[Finding] = []
     try:
-        facts = gather_server_facts(target, probe_replication=requirements.backups)
+        facts = gather_server_facts(target, probe_replication=requirements.backups,
+                                    count_tables=requirements.count_tables if requirements.backups else ())
         findings.extend(evaluate_server(facts, requirements))
     except PgwardenError as exc:
         findings.append(Finding("connection", "fail", str(exc).splitlines()[0],
@@ -134,6 +148,7 @@ def check_database(database: str, db_config, resolve_target, repository) -> Heal
         slot_name=db_config.backup.slot_for(database),
         slot_warn_bytes=db_config.backup.slot_warn_size,
         max_pg_wal_bytes=db_config.healthcheck.max_pg_wal_size,
+        count_tables=tuple(db_config.backup.count_rows),
     )
     return run_healthcheck(resolve_target(db_config.conn_id), requirements,
                            repository_url=db_config.repository.url,
