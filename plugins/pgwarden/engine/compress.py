@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
+from typing import BinaryIO
 
 from pgwarden.engine import pgtools
 from pgwarden.engine.errors import PermanentError
@@ -71,25 +72,30 @@ def decompress_file(src: Path, dst: Path) -> None:
 
 
 @contextmanager
-def tar_stream(path: Path) -> Iterator[tarfile.TarFile]:
-    """Read a (``.zst``/``.gz``/plain) tar as a stream: one pass, nothing unpacked to disk first.
+def decompressed(path: Path) -> Iterator[BinaryIO]:
+    """``path`` (``.zst``/``.gz``/plain) as one forward-only byte stream, decompressed on the fly.
 
     Raises ``PermanentError`` naming the file when decompression fails (a corrupt object).
     """
     proc = None
     if path.suffix == ".zst":
-        proc = subprocess.Popen(["zstd", "-q", "-d", "-c", str(path)], stdout=subprocess.PIPE)
-        archive = tarfile.open(fileobj=proc.stdout, mode="r|")
+        proc = subprocess.Popen(["zstd", "-q", "-d", "-c", str(path)], stdout=subprocess.PIPE, bufsize=_CHUNK)
+        assert proc.stdout is not None
+        stream: BinaryIO = proc.stdout
     elif path.suffix == ".gz":
-        archive = tarfile.open(fileobj=gzip.open(path, "rb"), mode="r|")
+        stream = gzip.open(path, "rb")  # type: ignore[assignment]
     else:
-        archive = tarfile.open(path, mode="r|")
+        stream = open(path, "rb")
     try:
-        yield archive
+        yield stream
     finally:
-        archive.close()
-        if proc is not None:
-            assert proc.stdout is not None
-            proc.stdout.close()
-            if proc.wait() != 0:
-                raise PermanentError(f"{path.name}: decompression failed; the object is corrupt")
+        stream.close()
+        if proc is not None and proc.wait() != 0:
+            raise PermanentError(f"{path.name}: decompression failed; the object is corrupt")
+
+
+@contextmanager
+def tar_stream(path: Path) -> Iterator[tarfile.TarFile]:
+    """Read a compressed tar as a stream: one pass, nothing unpacked to disk first."""
+    with decompressed(path) as stream, tarfile.open(fileobj=stream, mode="r|") as archive:
+        yield archive
