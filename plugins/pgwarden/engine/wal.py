@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import timezone
 from pathlib import Path
@@ -31,6 +32,8 @@ from pgwarden.engine.errors import NoBackupYet, PermanentError, TransientError
 from pgwarden.engine.postgres import PgTarget, classify, connect, replication_probe
 
 Log = Callable[[str], None]
+
+WAL_UPLOAD_WORKERS = 3
 
 
 @dataclass(frozen=True)
@@ -240,23 +243,34 @@ def collect_wal(
         timeline=timeline, start_lsn=str(state.restart_lsn), end_lsn=str(endpos), restore_point=restore_point,
         restore_point_lsn=str(rp_lsn), slot_retained_bytes=state.retained_bytes, slot_warning=warning,
     )
-    for path in sorted(spool.iterdir()):
+    def store_segment(path: Path) -> int | None:
+        """Compress and upload one finished segment; None when a killed predecessor already did."""
+        key = layout.wal_key(database, path.name, compression)
+        if repo.head(key) is not None:
+            return None  # segments never change once complete
+        packed = path.with_name(path.name + layout.COMPRESSION_SUFFIX[compression])
+        compress.compress_file(path, packed, compression)
+        size = repo.put_file(key, packed).size
+        packed.unlink()
+        path.unlink()
+        return size
+
+    files = sorted(spool.iterdir())
+    for path in files:
         if is_history_name(path.name):
             repo.put_file(layout.wal_key(database, path.name), path)
             result.history_uploaded.append(path.name)
-        elif is_segment_name(path.name):
-            result.bytes_received += path.stat().st_size
-            key = layout.wal_key(database, path.name, compression)
-            if repo.head(key) is not None:
-                result.segments_skipped += 1  # uploaded by a killed predecessor: segments never change
-                continue
-            packed = path.with_name(path.name + layout.COMPRESSION_SUFFIX[compression])
-            compress.compress_file(path, packed, compression)
-            info = repo.put_file(key, packed)
-            result.bytes_uploaded += info.size
-            result.segments_uploaded.append(path.name)
-            packed.unlink()
-        path.unlink(missing_ok=True)
+    segments = [p for p in files if is_segment_name(p.name)]
+    result.bytes_received = sum(p.stat().st_size for p in segments)
+    # Compressing one segment while another uploads keeps both the CPU and the network busy; order
+    # does not matter because the guard only moves after all of them are stored.
+    with ThreadPoolExecutor(max_workers=WAL_UPLOAD_WORKERS, thread_name_prefix="pgwarden-wal") as pool:
+        for path, size in zip(segments, pool.map(store_segment, segments), strict=True):
+            if size is None:
+                result.segments_skipped += 1
+            else:
+                result.bytes_uploaded += size
+                result.segments_uploaded.append(path.name)
 
     # Everything before endpos is in the repository now: let the server recycle it.
     advance_slot(target, slot, endpos)
