@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -176,3 +177,66 @@ def test_restore_command_fetches_only_from_its_own_wal_directory(history) -> Non
     conf = (Path(result.datadir) / "postgresql.auto.conf").read_text()
     assert f"restore_command = 'cp ''{base}/c.wal/%f'' ''%p'''" in conf
     assert layout.wal_prefix("db") not in conf  # no repository access (or credentials) during replay
+
+
+@pytest.mark.integration
+def test_disk_full_during_restore_is_clear_and_leaves_nothing(history) -> None:
+    repo, _, _, base = history
+    tiny = base / "tiny"
+    tiny.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(tiny)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here (needs root): {mounted.stderr.decode().strip()}")
+    try:
+        with pytest.raises(PermanentError, match="No space left on device") as info:
+            restore(repo, "db", tiny / "data", RecoveryTarget("latest"))
+        assert "removed" in str(info.value) or "space" in str(info.value)
+        assert sorted(p.name for p in tiny.iterdir()) == []  # no data dir, .wal, or .download left
+    finally:
+        subprocess.run(["umount", str(tiny)], check=False)
+
+
+def drill_config(**verify):
+    from pgwarden.core.config import DatabaseConfig
+
+    return DatabaseConfig.model_validate({
+        "conn_id": "unused", "repository": {"url": "file:///unused"},
+        "backup": {"count_rows": ["public.items"], "incremental_schedule": "*/5 * * * *"},
+        "verify": {"rpo_target": "1h", **verify},
+    })
+
+
+@pytest.mark.integration
+def test_drill_checks_smoke_queries_and_targets(history, tmp_path) -> None:
+    from pgwarden.engine.drill import run_drill
+
+    repo, _, manifest, base = history
+    smoke = tmp_path / "verify"
+    smoke.mkdir()
+    (smoke / "all_items_back.sql").write_text("SELECT count(*) = 1700 FROM items")
+    (smoke / "impossible.sql").write_text("SELECT count(*) = 0 FROM items")
+    scratch = base / "drill-a"
+    scratch.mkdir()
+    evidence = run_drill(repo, "db", drill_config(rto_target="0s"), scratch=scratch, dbname="postgres",
+                         smoke_dir=smoke)
+    checks = {c.name: c for c in evidence.checks}
+    assert checks["row_counts"].ok and checks["pg_verifybackup"].ok and checks["amcheck"].ok
+    assert checks["smoke:all_items_back"].ok and not checks["smoke:impossible"].ok
+    assert not checks["rto"].ok and "target 0:00:00" in checks["rto"].detail
+    assert not evidence.passed and evidence.target == "restore point 'rp_1700'"
+    assert json.loads(repo.get_bytes(f"db/drills/{evidence.drill_id}.json"))["checks"]
+    assert not (scratch / "data").exists()  # the drill removes its server and data
+
+
+@pytest.mark.integration
+def test_old_backup_drill_restores_it_to_its_own_end(history, tmp_path) -> None:
+    from pgwarden.engine.drill import run_drill
+
+    repo, _, first, base = history
+    scratch = base / "drill-old"
+    scratch.mkdir()
+    evidence = run_drill(repo, "db", drill_config(), scratch=scratch, dbname="postgres", kind="old",
+                         backup_id=first.backup_id)
+    assert evidence.passed, evidence.failures()
+    assert evidence.backup_id == first.backup_id and evidence.target == "the end of the backup"
+    assert {c.name for c in evidence.checks} >= {"pg_verifybackup", "amcheck"}

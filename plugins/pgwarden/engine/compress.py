@@ -88,10 +88,21 @@ def decompressed(path: Path) -> Iterator[BinaryIO]:
         stream = open(path, "rb")
     try:
         yield stream
-    finally:
+    except BaseException:
+        # The reader failed (disk full, a bad member): that error is the one to report. zstd then dies
+        # of a broken pipe, which must not be mistaken for a corrupt object.
         stream.close()
-        if proc is not None and proc.wait() != 0:
-            raise PermanentError(f"{path.name}: decompression failed; the object is corrupt")
+        if proc is not None:
+            proc.kill()
+            proc.wait()
+        raise
+    # Readers stop at tar's end-of-archive marker; drain the padding after it so zstd can finish
+    # writing and exit on its own (closing early would kill it with a broken pipe).
+    while stream.read(_CHUNK):
+        pass
+    stream.close()
+    if proc is not None and proc.wait() != 0:
+        raise PermanentError(f"{path.name}: decompression failed; the object is corrupt")
 
 
 @contextmanager

@@ -246,68 +246,81 @@ def restore(
         f"{backup.manifest.stop_lsn}) to {target.describe()} into {dest}")
     lap("plan")
 
-    dest.mkdir(parents=True, exist_ok=True)
-    download = dest.parent / f".{dest.name}.download"
-    shutil.rmtree(download, ignore_errors=True)
-    download.mkdir(parents=True)
+    # Whatever fails from here on (disk full, a corrupt object, recovery stopping short), nothing
+    # half-restored is left behind: the error says what happened, the directories are removed.
     try:
-        prefix = layout.backup_prefix(database, backup.id)
-        physical = [f for f in backup.manifest.files if f.role != "dump"]  # the logical dump is not needed
-        for stored in physical:
-            local = download / stored.name
-            repo.get_file(prefix + stored.name, local, expected_sha256=stored.sha256)
-        lap("download")
-        tablespaces = dest.parent / f"{dest.name}.tablespaces"
-        for stored in physical:
-            local = download / stored.name
-            if stored.role == "base":
-                _unpack(local, dest)
-            elif stored.role == "wal":
-                (dest / "pg_wal").mkdir(exist_ok=True)
-                _unpack(local, dest / "pg_wal")
-            elif stored.role == "tablespace":
-                _unpack(local, tablespaces / stored.name.split(".")[0])
-            elif stored.role == "backup_manifest":
-                shutil.copyfile(local, dest / "backup_manifest")
-            local.unlink()
-        _remap_tablespaces(dest, tablespaces)
-        lap("unpack")
-    finally:
+        dest.mkdir(parents=True, exist_ok=True)
+        download = dest.parent / f".{dest.name}.download"
         shutil.rmtree(download, ignore_errors=True)
+        download.mkdir(parents=True)
+        try:
+            prefix = layout.backup_prefix(database, backup.id)
+            physical = [f for f in backup.manifest.files if f.role != "dump"]  # the logical dump is not needed
+            for stored in physical:
+                local = download / stored.name
+                repo.get_file(prefix + stored.name, local, expected_sha256=stored.sha256)
+            lap("download")
+            tablespaces = dest.parent / f"{dest.name}.tablespaces"
+            for stored in physical:
+                local = download / stored.name
+                if stored.role == "base":
+                    _unpack(local, dest)
+                elif stored.role == "wal":
+                    (dest / "pg_wal").mkdir(exist_ok=True)
+                    _unpack(local, dest / "pg_wal")
+                elif stored.role == "tablespace":
+                    _unpack(local, tablespaces / stored.name.split(".")[0])
+                elif stored.role == "backup_manifest":
+                    shutil.copyfile(local, dest / "backup_manifest")
+                local.unlink()
+            _remap_tablespaces(dest, tablespaces)
+            lap("unpack")
+        finally:
+            shutil.rmtree(download, ignore_errors=True)
 
-    wal_dir = dest.parent / f"{dest.name}.wal"
-    shutil.rmtree(wal_dir, ignore_errors=True)
-    segments = 0
-    if target.kind != "immediate":
-        segments = fetch_wal(repo, catalog, backup, target_lsn, wal_dir, log)
-    else:
-        wal_dir.mkdir()
-    lap("fetch_wal")
+        wal_dir = dest.parent / f"{dest.name}.wal"
+        shutil.rmtree(wal_dir, ignore_errors=True)
+        segments = 0
+        if target.kind != "immediate":
+            segments = fetch_wal(repo, catalog, backup, target_lsn, wal_dir, log)
+        else:
+            wal_dir.mkdir()
+        lap("fetch_wal")
 
-    settings = recovery_settings(target, f"cp '{wal_dir}/%f' '%p'", action)
-    with open(dest / "postgresql.auto.conf", "a") as conf:
-        conf.write(render_auto_conf(settings))
-    (dest / "recovery.signal").touch()
-    pgtools.give_to_server_user(dest)
-    pgtools.give_to_server_user(wal_dir)
-    if tablespaces.exists():
-        pgtools.give_to_server_user(tablespaces)
-    os.chmod(dest, 0o700)
+        settings = recovery_settings(target, f"cp '{wal_dir}/%f' '%p'", action)
+        with open(dest / "postgresql.auto.conf", "a") as conf:
+            conf.write(render_auto_conf(settings))
+        (dest / "recovery.signal").touch()
+        pgtools.give_to_server_user(dest)
+        pgtools.give_to_server_user(wal_dir)
+        if tablespaces.exists():
+            pgtools.give_to_server_user(tablespaces)
+        os.chmod(dest, 0o700)
 
-    result = RestoreResult(database=database, backup_id=backup.id, target=target.describe(), datadir=str(dest),
-                           port=port, wal_segments=segments, steps=steps)
-    if start:
-        if port is None:
-            from pgwarden.engine.cluster import free_port
+        result = RestoreResult(database=database, backup_id=backup.id, target=target.describe(), datadir=str(dest),
+                               port=port, wal_segments=segments, steps=steps)
+        if start:
+            if port is None:
+                from pgwarden.engine.cluster import free_port
 
-            port = free_port()
-            result.port = port
-        cluster = LocalCluster(datadir=dest, port=port)
-        cluster.start(timeout=24 * 3600)  # pg_ctl -w waits through recovery until connections are accepted
-        wait_for_target(cluster, action)
-        lap("replay")
-        result.started = True
-        _describe_reached(cluster, result)
+                port = free_port()
+                result.port = port
+            cluster = LocalCluster(datadir=dest, port=port)
+            cluster.start(timeout=24 * 3600)  # pg_ctl -w waits through recovery until connections are accepted
+            wait_for_target(cluster, action)
+            lap("replay")
+            result.started = True
+            _describe_reached(cluster, result)
+    except OSError as exc:
+        remove_restore(dest)
+        need = backup.manifest.database_size_bytes
+        raise PermanentError(
+            f"restoring into {dest} failed: {exc.strerror or exc}; the partial restore was removed. The data "
+            f"directory needs about {need // 2**20} MiB plus the WAL to replay: free space or choose another "
+            f"destination") from exc
+    except BaseException:
+        remove_restore(dest)
+        raise
     log(f"restore of {database} reached LSN {result.reached_lsn} (time {result.reached_time}, timeline "
         f"{result.timeline}); step seconds: {steps}")
     return result
