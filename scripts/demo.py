@@ -732,8 +732,10 @@ class DemoStack:
             f"  logs            {self.airflow_log}, {self.cluster.logfile}",
             "",
             "Look first at the DAG appdb.healthcheck: open it, trigger it (the play button) and read its",
-            "task log: it reports what the database offers pgwarden and what is missing. Then open the",
-            f"pgwarden page ({self.api_url}/pgwarden, in the navigation) for backups, drills and erasure.",
+            "task log: it reports what the database offers pgwarden and what is missing. Then trigger",
+            "appdb.backup_full (WAL collection and the restore drill skip until a first full backup exists),",
+            "then appdb.backup_incremental and appdb.verify_restore, and read the drill's RTO/RPO in its log.",
+            "Backups land in the bucket; from a shell: .venv/bin/pgwarden catalog appdb (with the demo's env).",
             "",
             "Ctrl-C stops everything; `make demo` again restarts in seconds; `make demo-clean` forgets it all.",
         ]
