@@ -144,7 +144,7 @@ def test_kill_9_mid_restore_then_stale_scratch_is_removed(history) -> None:
     """A restore killed while its server replays leaves a running postgres; the next setup stops it."""
     repo, root, _, base = history
     drills = base / "drills"
-    scratch = drills / "drill-20260101T000000Z"
+    scratch = drills / "drill-20260101T000000Z" / "newest"  # the DAG's layout: <drill dir>/<kind>/data
     scratch.mkdir(parents=True)
     script = (
         "import sys; from pathlib import Path\n"
@@ -165,7 +165,7 @@ def test_kill_9_mid_restore_then_stale_scratch_is_removed(history) -> None:
     assert (scratch / "data" / "postmaster.pid").exists()  # the orphaned server is still up
 
     assert clean_stale_scratch(drills, print) == 1
-    assert not scratch.exists()
+    assert not scratch.parent.exists()
     leftover = subprocess.run(["pgrep", "-f", str(scratch)], capture_output=True, text=True)
     assert leftover.stdout.strip() == ""
 

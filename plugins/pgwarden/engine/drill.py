@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -41,19 +42,21 @@ Log = Callable[[str], None]
 
 
 def clean_stale_scratch(parent: Path, log: Log) -> int:
-    """Stop and remove scratch servers left by drills that were killed (kill -9, lost worker)."""
-    removed = 0
-    if not parent.exists():
-        return 0
-    for stale in sorted(parent.glob("drill-*")):
-        if stale.is_dir() and not stale.name.endswith((".wal", ".tablespaces")):
-            for data in [stale / "data"]:
-                remove_restore(data)
-            import shutil
+    """Stop and remove scratch servers left by drills that were killed (kill -9, lost worker).
 
-            shutil.rmtree(stale, ignore_errors=True)
-            removed += 1
-            log(f"removed stale scratch server {stale}")
+    Any ``drill-*`` directory under ``parent`` is stale (one drill per database runs at a time); every
+    data directory inside it with a ``postmaster.pid`` has its server stopped first.
+    """
+    removed = 0
+    for stale in sorted(parent.glob("drill-*")) if parent.exists() else []:
+        if not stale.is_dir():
+            continue
+        # <drill dir>/data (engine layout) or <drill dir>/<kind>/data (the DAG's); listed before removing.
+        for pid_file in [*stale.glob("*/postmaster.pid"), *stale.glob("*/*/postmaster.pid")]:
+            remove_restore(pid_file.parent)
+        shutil.rmtree(stale, ignore_errors=True)
+        removed += 1
+        log(f"removed stale scratch server directory {stale}")
     return removed
 
 
@@ -151,7 +154,10 @@ def run_drill(
             backup_id = old.id
         if not catalog.backups and not catalog.orphans and backup_id is None:
             raise NoBackupYet(f"{database} has no backup to drill yet: run {database}.backup_full first")
-        backup = catalog.backup(backup_id) if backup_id else catalog.newest_valid
+        try:
+            backup = catalog.backup(backup_id) if backup_id else catalog.newest_valid
+        except KeyError as exc:
+            raise PermanentError(f"{exc.args[0]}; `pgwarden catalog {database}` lists the backup ids") from None
         if backup is None:
             raise PermanentError(f"no valid backup of {database} to drill; run {database}.backup_full")
         evidence.backup_id, evidence.backup_started_at = backup.id, backup.started_at
@@ -197,7 +203,8 @@ def run_drill(
         with connect(cluster.target(dbname)) as conn:
             conn.execute("SELECT 1")
         evidence.rto_seconds = round(time.monotonic() - clock, 3)
-        evidence.steps["replay"] = round(evidence.rto_seconds - sum(evidence.steps.values()), 3)
+        # pg_verifybackup, the paused row-count stop and the replay to the final target.
+        evidence.steps["verify_and_replay"] = round(evidence.rto_seconds - sum(evidence.steps.values()), 3)
         with connect(cluster.target()) as conn:
             lsn, ts, tli = conn.execute(
                 "SELECT pg_last_wal_replay_lsn()::text, pg_last_xact_replay_timestamp(),"
