@@ -23,7 +23,7 @@ from pgwarden.core.lsn import Lsn
 from pgwarden.core.manifest import BackupManifest, RowCounts, StoredFile
 from pgwarden.engine import compress, pgtools
 from pgwarden.engine.errors import PermanentError, TransientError
-from pgwarden.engine.postgres import PgTarget, connect
+from pgwarden.engine.postgres import PgTarget, connect, wal_segment_size
 from pgwarden.engine.verify import read_backup_manifest, verify_tar_backup
 from pgwarden.engine.wal import create_restore_point, ensure_slot, identify_system
 
@@ -34,11 +34,10 @@ def _server_facts(target: PgTarget) -> dict[str, object]:
     with connect(target, statement_timeout="60s") as conn:
         row = conn.execute(
             "SELECT current_setting('server_version'), current_setting('server_version_num')::int,"
-            " (SELECT sum(pg_database_size(oid))::bigint FROM pg_database WHERE datallowconn),"
-            " (SELECT setting::bigint * CASE unit WHEN 'B' THEN 1 WHEN 'MB' THEN 1048576 ELSE 1 END"
-            "    FROM pg_settings WHERE name = 'wal_segment_size')"
+            " (SELECT sum(pg_database_size(oid))::bigint FROM pg_database WHERE datallowconn)"
         ).fetchone()
-    return {"version": row[0], "version_num": row[1], "size": int(row[2] or 0), "wal_segment_size": int(row[3])}
+        segment = wal_segment_size(conn)
+    return {"version": row[0], "version_num": row[1], "size": int(row[2] or 0), "wal_segment_size": segment}
 
 
 def _compress_arg(method: str, tool_major: int) -> str:

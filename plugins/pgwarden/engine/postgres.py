@@ -104,6 +104,21 @@ def connect(
         conn.close()
 
 
+WAL_SEGMENT_SIZE_SQL = (
+    "SELECT setting::bigint * CASE unit WHEN 'B' THEN 1 WHEN 'MB' THEN 1048576 ELSE 1 END"
+    " FROM pg_settings WHERE name = 'wal_segment_size'"
+)
+
+
+def wal_segment_size(conn: psycopg.Connection) -> int:
+    """Bytes per WAL segment (16 MiB unless initdb --wal-segsize chose otherwise)."""
+    return int(conn.execute(WAL_SEGMENT_SIZE_SQL).fetchone()[0])  # type: ignore[index]
+
+
+def server_version_num(conn: psycopg.Connection) -> int:
+    return int(conn.execute("SELECT current_setting('server_version_num')::int").fetchone()[0])  # type: ignore[index]
+
+
 def replication_probe(target: PgTarget) -> dict[str, str]:
     """Open a physical replication connection and run ``IDENTIFY_SYSTEM``.
 

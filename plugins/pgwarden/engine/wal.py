@@ -29,7 +29,14 @@ from pgwarden.core.lsn import Lsn
 from pgwarden.core.walnames import is_history_name, is_segment_name, segment_name
 from pgwarden.engine import compress, pgtools
 from pgwarden.engine.errors import NoBackupYet, PermanentError, TransientError
-from pgwarden.engine.postgres import PgTarget, classify, connect, replication_probe
+from pgwarden.engine.postgres import (
+    PgTarget,
+    classify,
+    connect,
+    replication_probe,
+    server_version_num,
+    wal_segment_size,
+)
 
 Log = Callable[[str], None]
 
@@ -222,10 +229,8 @@ def collect_wal(
     system = identify_system(target)
     timeline = int(system["timeline"])
     with connect(target) as conn:
-        seg_size = int(conn.execute(
-            "SELECT setting::bigint * CASE unit WHEN 'B' THEN 1 WHEN 'MB' THEN 1048576 ELSE 1 END "
-            "FROM pg_settings WHERE name = 'wal_segment_size'").fetchone()[0])
-        server_major = int(conn.execute("SELECT current_setting('server_version_num')::int").fetchone()[0]) // 10000
+        seg_size = wal_segment_size(conn)
+        server_major = server_version_num(conn) // 10000
 
     rp_lsn = create_restore_point(target, repo, database, restore_point)
     endpos = _switch_and_mark_end(target)
