@@ -33,6 +33,7 @@ from pgwarden.engine.postgres import connect
 from pgwarden.engine.restore import (
     RestorePoint,
     list_restore_points,
+    recovery_tuning,
     remove_restore,
     restore,
     wait_for_target,
@@ -179,7 +180,8 @@ def run_drill(
             evidence.add("pg_verifybackup", False, exc.stderr.splitlines()[0] if exc.stderr else str(exc))
             return _finish(repo, evidence, log)
 
-        cluster = LocalCluster(datadir=datadir, port=free_port())
+        cluster = LocalCluster(datadir=datadir, port=free_port(),
+                               settings=recovery_tuning(backup.manifest.database_size_bytes))
         counts = backup.manifest.row_counts
         # Old backups keep only the WAL that makes them consistent, so counts are checked on the newest,
         # and only once WAL past the count's restore point has been collected.

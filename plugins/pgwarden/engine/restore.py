@@ -15,6 +15,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -30,6 +31,8 @@ from pgwarden.engine.errors import PermanentError, PgwardenError
 from pgwarden.engine.postgres import connect
 
 Log = Callable[[str], None]
+
+WAL_FETCH_WORKERS = 3
 
 
 @dataclass(frozen=True)
@@ -165,15 +168,29 @@ def fetch_wal(repo, catalog: Catalog, backup: BackupEntry, end_lsn: Lsn | None, 
     wanted = segments_on_timeline(end_timeline, history, backup.start_lsn, max(stop, backup.start_lsn),
                                   catalog.segment_size) if stop > backup.start_lsn else []
     names = [n for n in by_name if n.endswith(".history")] + [n for n in wanted if n in by_name]
-    for name in names:
+    def fetch(name: str) -> None:
         obj = by_name[name]
         packed = dest / (name + obj.key[len(layout.wal_prefix(catalog.database)) + len(name):])
         repo.get_file(obj.key, packed)
         if packed.name != name:
             compress.decompress_file(packed, dest / name)
             packed.unlink()
+
+    with ThreadPoolExecutor(max_workers=WAL_FETCH_WORKERS, thread_name_prefix="pgwarden-walfetch") as pool:
+        list(pool.map(fetch, names))  # list(): re-raise the first failure
     log(f"fetched {len(names)} WAL file(s) into {dest}")
     return len(names)
+
+
+def recovery_tuning(database_size: int) -> dict[str, str]:
+    """Command-line settings that make replay fast; they last until the restored server's next restart.
+
+    initdb-sized buffers (128 MB) and max_wal_size (1 GB) make recovery flush and checkpoint
+    constantly; measured in bench/ (scenario restore), larger ones cut start-plus-replay by a third.
+    """
+    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    buffers = max(128 * 2**20, min(2**30, ram // 4, database_size))
+    return {"shared_buffers": f"{buffers // 2**20}MB", "max_wal_size": "8GB", "checkpoint_timeout": "1h"}
 
 
 @dataclass(frozen=True)
@@ -253,6 +270,12 @@ def restore(
         download = dest.parent / f".{dest.name}.download"
         shutil.rmtree(download, ignore_errors=True)
         download.mkdir(parents=True)
+        wal_dir = dest.parent / f"{dest.name}.wal"
+        shutil.rmtree(wal_dir, ignore_errors=True)
+        # WAL is fetched while the base backup downloads and unpacks: neither waits for the other.
+        background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pgwarden-restore")
+        wal_fetch = (background.submit(fetch_wal, repo, catalog, backup, target_lsn, wal_dir, log)
+                     if target.kind != "immediate" else None)
         try:
             prefix = layout.backup_prefix(database, backup.id)
             physical = [f for f in backup.manifest.files if f.role != "dump"]  # the logical dump is not needed
@@ -275,17 +298,12 @@ def restore(
                 local.unlink()
             _remap_tablespaces(dest, tablespaces)
             lap("unpack")
+            segments = wal_fetch.result() if wal_fetch is not None else 0
+            wal_dir.mkdir(exist_ok=True)
+            lap("fetch_wal")  # only the part not hidden behind download and unpack
         finally:
+            background.shutdown(wait=True)
             shutil.rmtree(download, ignore_errors=True)
-
-        wal_dir = dest.parent / f"{dest.name}.wal"
-        shutil.rmtree(wal_dir, ignore_errors=True)
-        segments = 0
-        if target.kind != "immediate":
-            segments = fetch_wal(repo, catalog, backup, target_lsn, wal_dir, log)
-        else:
-            wal_dir.mkdir()
-        lap("fetch_wal")
 
         settings = recovery_settings(target, f"cp '{wal_dir}/%f' '%p'", action)
         with open(dest / "postgresql.auto.conf", "a") as conf:
@@ -305,7 +323,8 @@ def restore(
 
                 port = free_port()
                 result.port = port
-            cluster = LocalCluster(datadir=dest, port=port)
+            cluster = LocalCluster(datadir=dest, port=port,
+                                   settings=recovery_tuning(backup.manifest.database_size_bytes))
             cluster.start(timeout=24 * 3600)  # pg_ctl -w waits through recovery until connections are accepted
             wait_for_target(cluster, action)
             lap("replay")
