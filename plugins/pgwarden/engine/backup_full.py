@@ -126,6 +126,34 @@ def retain_until(repo_config: RepositoryConfig, backup: BackupConfig, started: d
     return started + timedelta(days=backup.retention.daily)
 
 
+def _snapshot_and_upload(target: PgTarget, repo, database: str, backup: BackupConfig,
+                         repo_config: RepositoryConfig, dest: Path, backup_id: str, method: str,
+                         started_at: datetime, log: Log):
+    """What runs while the tars are verified: row counts beside a restore point, then the upload."""
+    pg_manifest = read_backup_manifest(dest / "backup_manifest")
+    restore_point = f"pgwarden_{database}_full_{backup_id}"
+    row_counts = snapshot_row_counts(target, backup.count_rows, restore_point, repo, database)
+    if not backup.count_rows:
+        create_restore_point(target, repo, database, restore_point)
+
+    # pg_basebackup before 16 leaves pg_wal.tar uncompressed whatever --compress says: compress it
+    # here so every tar in the repository is stored the same way.
+    suffix = layout.COMPRESSION_SUFFIX[method]
+    for plain in [p for p in dest.iterdir() if p.name == "pg_wal.tar" and suffix]:
+        compress.compress_file(plain, plain.with_name(plain.name + suffix), method)
+        plain.unlink()
+
+    lock_until = retain_until(repo_config, backup, started_at)
+    stored: list[StoredFile] = []
+    for path in sorted(dest.iterdir()):
+        role = ("backup_manifest" if path.name == "backup_manifest" else "base" if path.name.startswith("base.")
+                else "wal" if path.name.startswith("pg_wal.") else "tablespace")
+        info = repo.put_file(layout.backup_prefix(database, backup_id) + path.name, path, retain_until=lock_until)
+        stored.append(StoredFile(name=path.name, size=info.size, sha256=info.sha256 or "", role=role))
+        log(f"uploaded {path.name}: {info.size} bytes")
+    return stored, row_counts, lock_until, pg_manifest
+
+
 def take_full_backup(
     target: PgTarget,
     repo,
@@ -162,37 +190,16 @@ def take_full_backup(
     # sum. Nothing counts until pgwarden.json is written, and that waits for the verdict below.
     verifier = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pgwarden-verify")
     verifying = verifier.submit(verify_tar_backup, dest, server_major=server_major)
-    pg_manifest = read_backup_manifest(dest / "backup_manifest")
-    wal_range = pg_manifest.wal_ranges[-1]
-    start_lsn = min(Lsn.parse(str(r["Start-LSN"])) for r in pg_manifest.wal_ranges)
-    stop_lsn = Lsn.parse(str(wal_range["End-LSN"]))
-
-    row_counts = snapshot_row_counts(target, backup.count_rows, f"pgwarden_{database}_full_{backup_id}",
-                                     repo, database)
-    if not backup.count_rows:
-        create_restore_point(target, repo, database, f"pgwarden_{database}_full_{backup_id}")
-
-    # pg_basebackup before 16 leaves pg_wal.tar uncompressed whatever --compress says: compress it
-    # here so every tar in the repository is stored the same way.
-    suffix = layout.COMPRESSION_SUFFIX[method]
-    for plain in [p for p in dest.iterdir() if p.name == "pg_wal.tar" and suffix]:
-        compress.compress_file(plain, plain.with_name(plain.name + suffix), method)
-        plain.unlink()
-
-    lock_until = retain_until(repo_config, backup, started_at)
-    stored: list[StoredFile] = []
     try:
-        for path in sorted(dest.iterdir()):
-            role = ("backup_manifest" if path.name == "backup_manifest" else "base" if path.name.startswith("base.")
-                    else "wal" if path.name.startswith("pg_wal.") else "tablespace")
-            info = repo.put_file(layout.backup_prefix(database, backup_id) + path.name, path,
-                                 retain_until=lock_until)
-            stored.append(StoredFile(name=path.name, size=info.size, sha256=info.sha256 or "", role=role))
-            log(f"uploaded {path.name}: {info.size} bytes")
+        stored, row_counts, lock_until, pg_manifest = _snapshot_and_upload(
+            target, repo, database, backup, repo_config, dest, backup_id, method, started_at, log)
         verification = verifying.result()
     finally:
         verifier.shutdown(wait=True)
     log(f"verified {verification.files_checked} files against backup_manifest ({verification.method})")
+    wal_range = pg_manifest.wal_ranges[-1]
+    start_lsn = min(Lsn.parse(str(r["Start-LSN"])) for r in pg_manifest.wal_ranges)
+    stop_lsn = Lsn.parse(str(wal_range["End-LSN"]))
 
     if backup.logical_dump.enabled:
         stored += take_logical_dump(target, repo, database, backup_id, workdir / f"{backup_id}.dump",
@@ -215,8 +222,3 @@ def take_full_backup(
         f"{manifest.duration_seconds}s")
     return manifest
 
-
-def check_not_standby(target: PgTarget) -> None:
-    with connect(target) as conn:
-        if conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]:
-            raise PermanentError("the database connection points at a standby; point it at the primary")
