@@ -240,3 +240,37 @@ def test_old_backup_drill_restores_it_to_its_own_end(history, tmp_path) -> None:
     assert evidence.passed, evidence.failures()
     assert evidence.backup_id == first.backup_id and evidence.target == "the end of the backup"
     assert {c.name for c in evidence.checks} >= {"pg_verifybackup", "amcheck"}
+
+
+@pytest.mark.integration
+def test_restore_killed_midway_then_run_again_converges(history) -> None:
+    """kill -9 at an arbitrary moment, run the same restore again: it starts over and succeeds."""
+    repo, root, _, base = history
+    dest = base / "again" / "data"
+    script = (
+        "from pathlib import Path\n"
+        "from pgwarden.core.config import RepositoryConfig\n"
+        "from pgwarden.core.recovery import RecoveryTarget\n"
+        "from pgwarden.engine.repository import open_repository\n"
+        "from pgwarden.engine.restore import restore\n"
+        f"repo = open_repository(RepositoryConfig(url='file://{root}'))\n"
+        f"restore(repo, 'db', Path('{dest}'), RecoveryTarget('name', name='rp_1500'), start=True)\n"
+        "import time; time.sleep(600)\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", script])
+    deadline = time.monotonic() + 120
+    while not (dest / "PG_VERSION").exists() and time.monotonic() < deadline:
+        time.sleep(0.02)  # kill as soon as the unpack has begun
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    assert dest.exists() and any(dest.iterdir())
+
+    result = restore(repo, "db", dest, RecoveryTarget("name", name="rp_1500"), start=True)
+    assert restored_count(result) == 1500
+
+    foreign = base / "foreign"
+    foreign.mkdir()
+    (foreign / "PG_VERSION").write_text("15\n")  # somebody else's directory: never touched
+    with pytest.raises(PermanentError, match="is not empty"):
+        restore(repo, "db", foreign, RecoveryTarget("latest"))
+    assert (foreign / "PG_VERSION").read_text() == "15\n"

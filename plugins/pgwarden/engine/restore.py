@@ -244,6 +244,11 @@ def restore(
     catalog: Catalog | None = None,
 ) -> RestoreResult:
     dest = Path(dest).resolve()
+    marker = in_progress_marker(dest)
+    if marker.exists():
+        # Our own unfinished restore (the task was killed): converge by starting over.
+        log(f"removing an unfinished restore in {dest} left by a killed run")
+        remove_restore(dest)
     if dest.exists() and any(dest.iterdir()):
         raise PermanentError(f"destination {dest} is not empty; restore into a new or empty directory")
     if start and port is not None and port_in_use(port):
@@ -266,6 +271,8 @@ def restore(
     # Whatever fails from here on (disk full, a corrupt object, recovery stopping short), nothing
     # half-restored is left behind: the error says what happened, the directories are removed.
     try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()  # removed once the restore is complete; see above
         dest.mkdir(parents=True, exist_ok=True)
         download = dest.parent / f".{dest.name}.download"
         shutil.rmtree(download, ignore_errors=True)
@@ -340,6 +347,7 @@ def restore(
     except BaseException:
         remove_restore(dest)
         raise
+    marker.unlink()
     log(f"restore of {database} reached LSN {result.reached_lsn} (time {result.reached_time}, timeline "
         f"{result.timeline}); step seconds: {steps}")
     return result
@@ -379,6 +387,11 @@ def _describe_reached(cluster: LocalCluster, result: RestoreResult) -> None:
     result.timeline = int(row[3])
 
 
+def in_progress_marker(dest: Path) -> Path:
+    """Beside the data directory (not in it: the server and pg_verifybackup must not see it)."""
+    return dest.parent / f".{dest.name}.pgwarden-restoring"
+
+
 def remove_restore(dest: Path) -> None:
     """Stop a restored server and remove its data, WAL and tablespace directories."""
     dest = Path(dest)
@@ -392,5 +405,6 @@ def remove_restore(dest: Path) -> None:
     for path in (dest, dest.parent / f"{dest.name}.wal", dest.parent / f"{dest.name}.tablespaces",
                  dest.parent / f".{dest.name}.download"):
         shutil.rmtree(path, ignore_errors=True)
+    in_progress_marker(dest).unlink(missing_ok=True)
 
 
