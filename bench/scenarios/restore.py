@@ -50,7 +50,7 @@ ROUNDS = 3
 WAL_TO_REPLAY = 400 * MIB
 TARGET_VS_BRIEF = 0.5
 RESTORE_POINT = "bench_restore_target"
-STEPS = ("plan", "download", "unpack", "fetch_wal", "replay")
+STEPS = ("plan", "fetch_and_unpack", "fetch_wal", "replay")
 
 
 def _sql(target: Any, statement: str, *params: Any) -> Any:

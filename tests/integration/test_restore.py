@@ -61,7 +61,7 @@ def test_pitr_to_a_named_restore_point_has_exactly_the_rows_before_it(history) -
     assert result.backup_id == manifest.backup_id
     assert restored_count(result) == 1500
     assert not result.in_recovery and result.timeline == 2
-    assert set(result.steps) == {"plan", "download", "unpack", "fetch_wal", "replay"}
+    assert set(result.steps) == {"plan", "fetch_and_unpack", "fetch_wal", "replay"}
     # The restored server must never archive anywhere.
     with open(Path(result.datadir) / "postgresql.auto.conf") as conf:
         assert "archive_mode = 'off'" in conf.read()

@@ -10,8 +10,9 @@ import gzip
 import shutil
 import subprocess
 import tarfile
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from functools import cache
 from pathlib import Path
 from typing import BinaryIO
@@ -103,6 +104,59 @@ def decompressed(path: Path) -> Iterator[BinaryIO]:
     stream.close()
     if proc is not None and proc.wait() != 0:
         raise PermanentError(f"{path.name}: decompression failed; the object is corrupt")
+
+
+@contextmanager
+def decompressed_from(stream: BinaryIO, suffix: str, name: str) -> Iterator[BinaryIO]:
+    """Like ``decompressed``, for a stream (an object being read from the repository).
+
+    zstd is fed from a thread while the caller reads its output. Errors of the feeding stream
+    (a dropped S3 connection) win over zstd's exit status, which they cause.
+    """
+    if suffix == ".gz":
+        with gzip.GzipFile(fileobj=stream, mode="rb") as unzipped:
+            yield unzipped  # type: ignore[misc]
+            while unzipped.read(_CHUNK):
+                pass
+        return
+    if suffix != ".zst":
+        yield stream
+        return
+    proc = subprocess.Popen(["zstd", "-q", "-d", "-c"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            bufsize=_CHUNK)
+    assert proc.stdin is not None and proc.stdout is not None
+    feed_errors: list[BaseException] = []
+
+    def feed() -> None:
+        try:
+            while chunk := stream.read(_CHUNK):
+                proc.stdin.write(chunk)  # type: ignore[union-attr]
+        except BrokenPipeError:
+            pass  # zstd stopped reading: its exit status says why
+        except BaseException as exc:
+            feed_errors.append(exc)
+        finally:
+            with suppress(OSError):
+                proc.stdin.close()  # type: ignore[union-attr]
+
+    feeder = threading.Thread(target=feed, name=f"pgwarden-feed-{name}", daemon=True)
+    feeder.start()
+    try:
+        yield proc.stdout
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        feeder.join(timeout=30)
+        raise
+    while proc.stdout.read(_CHUNK):
+        pass
+    feeder.join()
+    proc.stdout.close()
+    status = proc.wait()
+    if feed_errors:
+        raise feed_errors[0]
+    if status != 0:
+        raise PermanentError(f"{name}: decompression failed; the object is corrupt")
 
 
 @contextmanager

@@ -64,6 +64,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import io
 import os
 import re
 import secrets
@@ -280,6 +281,38 @@ def _verify(key: str, where: str, expected: str | None, actual: str) -> None:
         )
 
 
+class _VerifyingReader(io.RawIOBase):
+    """A read-only stream that hashes what passes through; read errors become TransientError."""
+
+    def __init__(self, raw: Any, where: str) -> None:
+        super().__init__()
+        self._raw = raw
+        self._where = where
+        self._hash = hashlib.sha256()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        try:
+            data = self._raw.read(len(buffer))
+        except PgwardenError:
+            raise
+        except Exception as exc:
+            raise TransientError(f"reading {self._where} stopped: {type(exc).__name__}: {exc}") from exc
+        n = len(data)
+        buffer[:n] = data
+        self._hash.update(data)
+        return n
+
+    def drain(self) -> None:
+        while self.read(CHUNK):
+            pass
+
+    def hexdigest(self) -> str:
+        return self._hash.hexdigest()
+
+
 class Repository(ABC):
     """A content store of immutable-by-convention objects under one URL."""
 
@@ -297,6 +330,41 @@ class Repository(ABC):
 
     @abstractmethod
     def get_file(self, key: str, dest: Path, *, expected_sha256: str | None = None) -> ObjectInfo: ...
+
+    @abstractmethod
+    def _open_object(self, key: str) -> tuple[Any, str | None]:
+        """A readable stream of the object and its recorded SHA-256 (or None)."""
+
+    @contextlib.contextmanager
+    def open_verified(self, key: str, *, expected_sha256: str | None = None) -> Iterator[BinaryIO]:
+        """Stream an object, hashing as it is read; its SHA-256 is checked when the block ends.
+
+        For readers that consume as they go (unpacking a tar), so nothing is copied to local disk
+        first. Whatever the reader leaves unread is drained so the whole object is always checked. If
+        the reader fails first (zstd or tar choking on corrupt bytes), the object is still hashed to
+        the end, and a mismatch is what gets reported: it names the object, a tar error would not.
+        """
+        expected = _normalize_sha256(expected_sha256)
+        raw, stored = self._open_object(key)
+        reader = _VerifyingReader(raw, self.uri(key))
+        try:
+            try:
+                yield reader  # type: ignore[misc]
+            except Exception as exc:
+                if isinstance(exc, TransientError):
+                    raise  # reading itself failed: retrying is the answer, not a checksum verdict
+                try:
+                    reader.drain()
+                    _verify(key, self.uri(key), expected or stored, reader.hexdigest())
+                except ChecksumMismatch as corrupt:
+                    raise corrupt from exc
+                except Exception:  # the reader's own error is the one to report
+                    pass
+                raise
+            reader.drain()
+        finally:
+            raw.close()
+        _verify(key, self.uri(key), expected or stored, reader.hexdigest())
 
     @abstractmethod
     def get_bytes(self, key: str, *, expected_sha256: str | None = None) -> bytes: ...
@@ -838,6 +906,20 @@ class S3Repository(Repository):
                 manager.download(self.bucket, self._object_key(key), out, subscribers=[pin]).result()
 
         return _land_verified(Path(dest), key, self.uri(key), expected or stored, download)
+
+    def _open_object(self, key: str) -> tuple[Any, str | None]:
+        from botocore.exceptions import ClientError
+
+        doing = f"downloading {self.uri(key)}"
+        with self._errors(doing):
+            try:
+                response = self._client().get_object(Bucket=self.bucket, Key=self._object_key(key))
+            except ClientError as exc:
+                code, _, status = _client_error_parts(exc)
+                if code in _NOT_FOUND or status == 404:
+                    raise self._missing(key, doing) from None
+                raise
+        return response["Body"], _recorded_sha256(response.get("Metadata", {}).get(SHA256_METADATA))
 
     def get_bytes(self, key: str, *, expected_sha256: str | None = None) -> bytes:
         from botocore.exceptions import ClientError

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tarfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -137,8 +138,17 @@ def _check_reachable(catalog: Catalog, backup: BackupEntry, target: RecoveryTarg
         raise PermanentError(f"{chain.message}. {reachable}")
 
 
-def _unpack(tar_path: Path, dest: Path) -> None:
-    with compress.tar_stream(tar_path) as archive:
+def _unpack_object(repo, key: str, sha256: str | None, dest: Path) -> None:
+    """Unpack a (compressed) tar straight from the repository, verifying its SHA-256 on the way.
+
+    No local copy of the compressed object: a restore needs disk for the data directory only. If the
+    checksum fails at the end, the restore fails and removes what was unpacked.
+    """
+    name = key.rsplit("/", 1)[-1]
+    dest.mkdir(parents=True, exist_ok=True)
+    with (repo.open_verified(key, expected_sha256=sha256) as raw,
+          compress.decompressed_from(raw, Path(name).suffix, name) as stream,
+          tarfile.open(fileobj=stream, mode="r|") as archive):
         # "tar" filter: keeps modes and symlinks a data directory needs, refuses absolute/escaping paths.
         archive.extractall(dest, filter="tar")
 
@@ -169,12 +179,11 @@ def fetch_wal(repo, catalog: Catalog, backup: BackupEntry, end_lsn: Lsn | None, 
                                   catalog.segment_size) if stop > backup.start_lsn else []
     names = [n for n in by_name if n.endswith(".history")] + [n for n in wanted if n in by_name]
     def fetch(name: str) -> None:
-        obj = by_name[name]
-        packed = dest / (name + obj.key[len(layout.wal_prefix(catalog.database)) + len(name):])
-        repo.get_file(obj.key, packed)
-        if packed.name != name:
-            compress.decompress_file(packed, dest / name)
-            packed.unlink()
+        key = by_name[name].key
+        with (repo.open_verified(key) as raw,
+              compress.decompressed_from(raw, Path(key).suffix if key.endswith((".zst", ".gz")) else "", name)
+              as stream, open(dest / name, "wb") as out):
+            shutil.copyfileobj(stream, out, 1 << 20)
 
     with ThreadPoolExecutor(max_workers=WAL_FETCH_WORKERS, thread_name_prefix="pgwarden-walfetch") as pool:
         list(pool.map(fetch, names))  # list(): re-raise the first failure
@@ -274,43 +283,33 @@ def restore(
         dest.parent.mkdir(parents=True, exist_ok=True)
         marker.touch()  # removed once the restore is complete; see above
         dest.mkdir(parents=True, exist_ok=True)
-        download = dest.parent / f".{dest.name}.download"
-        shutil.rmtree(download, ignore_errors=True)
-        download.mkdir(parents=True)
         wal_dir = dest.parent / f"{dest.name}.wal"
         shutil.rmtree(wal_dir, ignore_errors=True)
-        # WAL is fetched while the base backup downloads and unpacks: neither waits for the other.
+        # WAL is fetched while the base backup streams in: neither waits for the other.
         background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pgwarden-restore")
         wal_fetch = (background.submit(fetch_wal, repo, catalog, backup, target_lsn, wal_dir, log)
                      if target.kind != "immediate" else None)
         try:
             prefix = layout.backup_prefix(database, backup.id)
-            physical = [f for f in backup.manifest.files if f.role != "dump"]  # the logical dump is not needed
-            for stored in physical:
-                local = download / stored.name
-                repo.get_file(prefix + stored.name, local, expected_sha256=stored.sha256)
-            lap("download")
             tablespaces = dest.parent / f"{dest.name}.tablespaces"
-            for stored in physical:
-                local = download / stored.name
+            for stored in backup.manifest.files:
+                key = prefix + stored.name
                 if stored.role == "base":
-                    _unpack(local, dest)
+                    _unpack_object(repo, key, stored.sha256, dest)
                 elif stored.role == "wal":
-                    (dest / "pg_wal").mkdir(exist_ok=True)
-                    _unpack(local, dest / "pg_wal")
+                    _unpack_object(repo, key, stored.sha256, dest / "pg_wal")
                 elif stored.role == "tablespace":
-                    _unpack(local, tablespaces / stored.name.split(".")[0])
+                    _unpack_object(repo, key, stored.sha256, tablespaces / stored.name.split(".")[0])
                 elif stored.role == "backup_manifest":
-                    shutil.copyfile(local, dest / "backup_manifest")
-                local.unlink()
+                    (dest / "backup_manifest").write_bytes(repo.get_bytes(key, expected_sha256=stored.sha256))
+                # the logical dump ("dump") is not needed for a physical restore
             _remap_tablespaces(dest, tablespaces)
-            lap("unpack")
+            lap("fetch_and_unpack")
             segments = wal_fetch.result() if wal_fetch is not None else 0
             wal_dir.mkdir(exist_ok=True)
-            lap("fetch_wal")  # only the part not hidden behind download and unpack
+            lap("fetch_wal")  # only the part not hidden behind the base backup's unpacking
         finally:
             background.shutdown(wait=True)
-            shutil.rmtree(download, ignore_errors=True)
 
         settings = recovery_settings(target, f"cp '{wal_dir}/%f' '%p'", action)
         with open(dest / "postgresql.auto.conf", "a") as conf:
@@ -402,8 +401,7 @@ def remove_restore(dest: Path) -> None:
         except (IndexError, ValueError):
             port = 0
         LocalCluster(datadir=dest, port=port).remove()
-    for path in (dest, dest.parent / f"{dest.name}.wal", dest.parent / f"{dest.name}.tablespaces",
-                 dest.parent / f".{dest.name}.download"):
+    for path in (dest, dest.parent / f"{dest.name}.wal", dest.parent / f"{dest.name}.tablespaces"):
         shutil.rmtree(path, ignore_errors=True)
     in_progress_marker(dest).unlink(missing_ok=True)
 
