@@ -43,8 +43,10 @@ def history(pg, tmp_path):
                     restore_point=name, warn_bytes=2**30)
     base = scratch_base()
     yield repo, root, manifest, base
-    for child in base.iterdir():
-        remove_restore(child)
+    # Every server a test started under base, at whatever depth it restored to.
+    for pid_file in [*base.glob("*/postmaster.pid"), *base.glob("*/*/postmaster.pid"),
+                     *base.glob("*/*/*/postmaster.pid")]:
+        remove_restore(pid_file.parent)
     import shutil
 
     shutil.rmtree(base, ignore_errors=True)
