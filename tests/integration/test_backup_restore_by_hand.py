@@ -68,26 +68,26 @@ def test_backup_and_wal_restore_by_hand_to_a_named_restore_point(pg, s3, tmp_pat
 
     # --- README runbook, stock tools only ---
     base = scratch_base()
-    local = base / "repo"
-    mirror(s3, f"prod/appdb/base/{manifest.backup_id}/", local / "base")
-    mirror(s3, "prod/appdb/wal/", local / "wal")
-    data = base / "data"
-    (data / "pg_wal").mkdir(parents=True)
-    ext = ".zst" if manifest.compression == "zstd" else ".gz"
-    unpack = "zstd -dcq" if ext == ".zst" else "gzip -dc"
-    sh(f"{unpack} {local}/base/base.tar{ext} | tar -xf - -C {data}")
-    sh(f"{unpack} {local}/base/pg_wal.tar{ext} | tar -xf - -C {data}/pg_wal")
-    wal = local / "wal"
-    restore_command = (f"test -f {wal}/%f && cp {wal}/%f %p || {unpack} {wal}/%f{ext} > %p")
-    with open(data / "postgresql.auto.conf", "a") as conf:
-        conf.write(f"restore_command = '{restore_command}'\n"
-                   "recovery_target_name = 'before_the_mistake'\n"
-                   "recovery_target_action = 'promote'\n"
-                   "archive_mode = 'off'\n")
-    (data / "recovery.signal").touch()
-    give_to_server_user(base)
-    restored = LocalCluster(datadir=data, port=free_port())
+    restored = LocalCluster(datadir=base / "data", port=free_port())
     try:
+        local = base / "repo"
+        mirror(s3, f"prod/appdb/base/{manifest.backup_id}/", local / "base")
+        mirror(s3, "prod/appdb/wal/", local / "wal")
+        data = base / "data"
+        (data / "pg_wal").mkdir(parents=True)
+        ext = ".zst" if manifest.compression == "zstd" else ".gz"
+        unpack = "zstd -dcq" if ext == ".zst" else "gzip -dc"
+        sh(f"{unpack} {local}/base/base.tar{ext} | tar -xf - -C {data}")
+        sh(f"{unpack} {local}/base/pg_wal.tar{ext} | tar -xf - -C {data}/pg_wal")
+        wal = local / "wal"
+        restore_command = (f"test -f {wal}/%f && cp {wal}/%f %p || {unpack} {wal}/%f{ext} > %p")
+        with open(data / "postgresql.auto.conf", "a") as conf:
+            conf.write(f"restore_command = '{restore_command}'\n"
+                       "recovery_target_name = 'before_the_mistake'\n"
+                       "recovery_target_action = 'promote'\n"
+                       "archive_mode = 'off'\n")
+        (data / "recovery.signal").touch()
+        give_to_server_user(base)
         restored.start()
         restored.wait_ready()
         assert count_items(restored) == 1500
