@@ -305,6 +305,12 @@ class _VerifyingReader(io.RawIOBase):
         self._hash.update(data)
         return n
 
+    def readall(self) -> bytes:
+        chunks = []
+        while chunk := self.read(CHUNK):
+            chunks.append(chunk)
+        return b"".join(chunks)
+
     def drain(self) -> None:
         while self.read(CHUNK):
             pass
@@ -366,8 +372,10 @@ class Repository(ABC):
             raw.close()
         _verify(key, self.uri(key), expected or stored, reader.hexdigest())
 
-    @abstractmethod
-    def get_bytes(self, key: str, *, expected_sha256: str | None = None) -> bytes: ...
+    def get_bytes(self, key: str, *, expected_sha256: str | None = None) -> bytes:
+        """A small object (manifest, record) in memory, verified like every read."""
+        with self.open_verified(key, expected_sha256=expected_sha256) as stream:
+            return stream.read()
 
     @abstractmethod
     def head(self, key: str) -> ObjectInfo | None: ...
@@ -552,16 +560,6 @@ class FileRepository(Repository):
                 Path(dest), key, self.uri(key), expected or stored, lambda out: _copy_hashing(src, out)[0]
             )
 
-    def get_bytes(self, key: str, *, expected_sha256: str | None = None) -> bytes:
-        expected = _normalize_sha256(expected_sha256)
-        src, stored = self._open_object(key)
-        with src:
-            try:
-                data = src.read()
-            except OSError as exc:
-                raise _os_error(exc, f"reading {self.uri(key)}") from exc
-        _verify(key, self.uri(key), expected or stored, hashlib.sha256(data).hexdigest())
-        return data
 
     def head(self, key: str) -> ObjectInfo | None:
         path = self._path(key)
@@ -921,28 +919,6 @@ class S3Repository(Repository):
                 raise
         return response["Body"], _recorded_sha256(response.get("Metadata", {}).get(SHA256_METADATA))
 
-    def get_bytes(self, key: str, *, expected_sha256: str | None = None) -> bytes:
-        from botocore.exceptions import ClientError
-
-        expected = _normalize_sha256(expected_sha256)
-        doing = f"downloading {self.uri(key)}"
-        with self._errors(doing):
-            try:
-                response = self._client().get_object(Bucket=self.bucket, Key=self._object_key(key))
-            except ClientError as exc:
-                code, _, status = _client_error_parts(exc)
-                if code in _NOT_FOUND or status == 404:
-                    response = None
-                else:
-                    raise
-            if response is not None:
-                with contextlib.closing(response["Body"]) as body:
-                    data = body.read()
-        if response is None:
-            raise self._missing(key, doing)
-        stored = _recorded_sha256(response.get("Metadata", {}).get(SHA256_METADATA))
-        _verify(key, self.uri(key), expected or stored, hashlib.sha256(data).hexdigest())
-        return data
 
     def head(self, key: str) -> ObjectInfo | None:
         response = self._head_raw(key, f"reading metadata of {self.uri(key)}")
