@@ -50,7 +50,7 @@ def _database(config: PgwardenConfig, name: str):
 
 
 def cmd_healthcheck(args: argparse.Namespace) -> int:
-    from pgwarden.airflow.connections import open_repository, pg_target
+    from pgwarden.airflow.hooks import open_repository, pg_target
     from pgwarden.engine.healthcheck import check_database
 
     db = _database(_load(args), args.database)
@@ -110,7 +110,7 @@ def _render_catalog(catalog) -> str:
 
 
 def cmd_catalog(args: argparse.Namespace) -> int:
-    from pgwarden.airflow.connections import open_repository
+    from pgwarden.airflow.hooks import open_repository
     from pgwarden.engine.catalog import read_catalog
 
     db = _database(_load(args), args.database)
@@ -128,7 +128,7 @@ def _progress(message: str) -> None:
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
-    from pgwarden.airflow.connections import open_repository
+    from pgwarden.airflow.hooks import open_repository
     from pgwarden.core.recovery import parse_target
     from pgwarden.engine.restore import plan_restore, restore
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from functools import cache
 
 import psycopg
 
@@ -14,18 +15,41 @@ from pgwarden.engine.errors import PermanentError, TransientError
 _TRANSIENT_SQLSTATE_PREFIXES = ("08", "40", "55P03", "57P01", "57P02", "57P03", "53")
 
 
+@cache
+def libpq_env_names() -> dict[str, str | None]:
+    """libpq's own table of connection keywords and the environment variable each is read from."""
+    return {
+        opt.keyword.decode(): opt.envvar.decode() if opt.envvar else None
+        for opt in psycopg.pq.Conninfo.get_defaults()
+    }
+
+
 @dataclass(frozen=True)
 class PgTarget:
-    """Connection settings for one server. ``repr`` never shows the password."""
+    """Connection settings for one server. ``repr`` never shows the password or ``libpq`` values.
 
-    host: str
+    ``host`` ``None`` means libpq's default (``PGHOST`` or the local socket). ``libpq`` carries any
+    further libpq connection parameters (``sslmode``, ``sslrootcert``, ``options``, ``service``...)
+    by their libpq keyword; they override the fields above.
+    """
+
+    host: str | None
     port: int = 5432
     user: str = "postgres"
     dbname: str = "postgres"
     password: str | None = field(default=None, repr=False)
-    sslmode: str | None = None
     application_name: str = "pgwarden"
     connect_timeout: int = 10
+    libpq: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.libpq) - set(libpq_env_names()))
+        if unknown:
+            raise PermanentError(
+                f"not libpq connection parameters: {', '.join(unknown)} (for {self.describe()}); remove them "
+                f"from the connection's extra. libpq's parameters: "
+                f"https://www.postgresql.org/docs/current/libpq-connect.html#LIBPQ-PARAMKEYWORDS"
+            )
 
     def conninfo_params(self, *, replication: bool = False) -> dict[str, object]:
         params: dict[str, object] = {
@@ -38,27 +62,27 @@ class PgTarget:
         }
         if self.password is not None:
             params["password"] = self.password
-        if self.sslmode:
-            params["sslmode"] = self.sslmode
+        params.update(self.libpq)
         if replication:
             params["replication"] = "true"
             params["dbname"] = "replication"
-        return params
+        return {name: value for name, value in params.items() if value is not None}
 
     def tool_env(self) -> dict[str, str]:
-        """libpq environment for ``pg_basebackup`` and friends; the password never goes in argv."""
-        env = {
-            "PGHOST": self.host,
-            "PGPORT": str(self.port),
-            "PGUSER": self.user,
-            "PGDATABASE": self.dbname,
-            "PGAPPNAME": self.application_name,
-            "PGCONNECT_TIMEOUT": str(self.connect_timeout),
-        }
-        if self.password is not None:
-            env["PGPASSWORD"] = self.password
-        if self.sslmode:
-            env["PGSSLMODE"] = self.sslmode
+        """The same parameters as libpq environment for ``pg_basebackup`` and friends: nothing in argv,
+        which every user on the host can read through ``ps``."""
+        names = libpq_env_names()
+        env: dict[str, str] = {}
+        for keyword, value in self.conninfo_params().items():
+            variable = names.get(keyword)
+            if variable is None:
+                raise PermanentError(
+                    f"libpq reads {keyword!r} only from a connection string, and pgwarden gives the PostgreSQL "
+                    f"tools their connection through the environment only: put {keyword} in a connection "
+                    f"service file (PGSERVICEFILE) and name the service in the connection's extra "
+                    f'("service"), or remove it'
+                )
+            env[variable] = str(value)
         return env
 
     def with_database(self, dbname: str) -> PgTarget:
@@ -66,7 +90,7 @@ class PgTarget:
 
     def describe(self) -> str:
         """Safe to log: no password."""
-        return f"{self.user}@{self.host}:{self.port}/{self.dbname}"
+        return f"{self.user}@{self.host or 'local socket'}:{self.port}/{self.dbname}"
 
 
 def classify(exc: psycopg.Error, doing: str) -> Exception:

@@ -718,9 +718,7 @@ class S3Repository(Repository):
     def _client(self) -> Any:
         with self._client_lock:
             if self._client_obj is None:
-                import boto3
-
-                self._client_obj = boto3.session.Session().client("s3", **self.settings.client_kwargs())
+                self._client_obj = self.settings.client()
             return self._client_obj
 
     def _transfer_manager(self) -> Any:

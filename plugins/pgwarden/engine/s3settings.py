@@ -4,6 +4,8 @@
 Fields left ``None`` fall through to boto3's own lookup chain (environment, ``~/.aws``, instance
 role), so ``S3Settings()`` is a valid "use whatever this host is configured with". No boto3 import
 happens here: building settings is cheap at DAG-parse time; only a client build imports botocore.
+The hook layer may hand over a ready boto3 session (credentials, assumed role) and the connection's
+own botocore ``Config`` and ``verify``; pgwarden's retry and timeout defaults apply under them.
 """
 
 from __future__ import annotations
@@ -31,6 +33,12 @@ class S3Settings:
     # None: "path" when endpoint_url is set (MinIO, Ceph, moto: their hostnames rarely resolve
     # bucket subdomains), else botocore's default (virtual-hosted on AWS).
     addressing_style: Literal["auto", "virtual", "path"] | None = None
+    # TLS: False skips certificate checks, a path names a CA bundle; None is botocore's default.
+    verify: bool | str | None = None
+    # A botocore.config.Config from the connection; what it sets wins over the defaults above.
+    botocore_config: Any = field(default=None, repr=False)
+    # A boto3.session.Session with the credentials to use (e.g. an assumed role, refreshed by it).
+    session: Any = field(default=None, repr=False, compare=False)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> S3Settings:
@@ -59,10 +67,18 @@ class S3Settings:
             read_timeout=self.read_timeout,
             s3={"addressing_style": style} if style else None,
         )
+        if self.botocore_config is not None:
+            config = config.merge(self.botocore_config)
         kwargs: dict[str, Any] = {"config": config}
         for name in ("endpoint_url", "region_name", "aws_access_key_id", "aws_secret_access_key",
-                     "aws_session_token"):
+                     "aws_session_token", "verify"):
             value = getattr(self, name)
             if value is not None:
                 kwargs[name] = value
         return kwargs
+
+    def client(self) -> Any:
+        """A new S3 client."""
+        import boto3
+
+        return (self.session or boto3.session.Session()).client("s3", **self.client_kwargs())

@@ -46,11 +46,11 @@ class PgwardenOperator(BaseOperator):
 
     # Resolved lazily, inside the task: never at DAG parse time.
     def pg_target(self):
-        from pgwarden.airflow.connections import pg_target
+        from pgwarden.airflow.hooks import pg_target
 
         return pg_target(self.postgres_conn_id)
 
     def repository(self):
-        from pgwarden.airflow.connections import open_repository
+        from pgwarden.airflow.hooks import open_repository
 
         return open_repository(self.db_config.repository)

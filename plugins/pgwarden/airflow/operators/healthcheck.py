@@ -17,7 +17,7 @@ class HealthcheckOperator(PgwardenOperator):
     def run(self, context: Any) -> dict[str, object]:
         from airflow.sdk.exceptions import AirflowFailException
 
-        from pgwarden.airflow.connections import pg_target
+        from pgwarden.airflow.hooks import pg_target
         from pgwarden.engine.healthcheck import check_database
 
         report = check_database(self.database, self.db_config, pg_target, self.repository)

@@ -31,7 +31,7 @@ class OffsiteCopyOperator(PgwardenOperator):
     checksum, then apply retention there. The primary repository is only read."""
 
     def run(self, context: Any) -> dict[str, object]:
-        from pgwarden.airflow.connections import open_repository
+        from pgwarden.airflow.hooks import open_repository
         from pgwarden.engine.offsite import copy_offsite
         from pgwarden.engine.workdir import scratch
 
