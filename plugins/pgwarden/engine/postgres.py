@@ -28,13 +28,14 @@ def libpq_env_names() -> dict[str, str | None]:
 class PgTarget:
     """Connection settings for one server. ``repr`` never shows the password or ``libpq`` values.
 
-    ``host`` ``None`` means libpq's default (``PGHOST`` or the local socket). ``libpq`` carries any
+    ``host`` or ``port`` ``None`` means libpq's default (``PGHOST``/``PGPORT``, a ``service`` entry,
+    the local socket, 5432). ``libpq`` carries any
     further libpq connection parameters (``sslmode``, ``sslrootcert``, ``options``, ``service``...)
     by their libpq keyword; they override the fields above.
     """
 
     host: str | None
-    port: int = 5432
+    port: int | None = 5432
     user: str = "postgres"
     dbname: str = "postgres"
     password: str | None = field(default=None, repr=False)
@@ -90,7 +91,7 @@ class PgTarget:
 
     def describe(self) -> str:
         """Safe to log: no password."""
-        return f"{self.user}@{self.host or 'local socket'}:{self.port}/{self.dbname}"
+        return f"{self.user}@{self.host or 'default host'}:{self.port or 'default port'}/{self.dbname}"
 
 
 def classify(exc: psycopg.Error, doing: str) -> Exception:

@@ -34,9 +34,10 @@ class PgwardenPostgresHook(PostgresHook):
 
     def target(self) -> PgTarget:
         params = self.libpq_params()
+        port = params.pop("port", None)  # None: libpq's default (PGPORT, a service file entry, 5432)
         return PgTarget(
             host=params.pop("host", None),
-            port=int(params.pop("port", 5432)),
+            port=int(port) if port is not None else None,
             user=params.pop("user", "postgres"),
             password=params.pop("password", None),
             dbname=params.pop("dbname", "postgres"),
