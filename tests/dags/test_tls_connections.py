@@ -75,7 +75,7 @@ def test_backup_wal_and_drill_through_verified_ssl_and_a_custom_ca(ssl_pg, https
                                                             sslrootcert=str(server_cert.ca)))
     monkeypatch.setenv("AIRFLOW_CONN_S3_TLS", https_s3.airflow_conn_uri(verify=str(server_cert.ca)))
     pgwarden_config(f"""
-        shop:
+        tlsdb:
           conn_id: pg_tls
           repository: {{url: "s3://{BUCKET}/pg", conn_id: s3_tls}}
           backup: {{count_rows: [public.items], incremental_schedule: "*/15 * * * *"}}
@@ -83,16 +83,16 @@ def test_backup_wal_and_drill_through_verified_ssl_and_a_custom_ca(ssl_pg, https
     """)
     create_items(ssl_pg, 500)
 
-    assert run_dag("shop.backup_full")[0]["base_backup"] == "success"
+    assert run_dag("tlsdb.backup_full")[0]["base_backup"] == "success"
     add_items(ssl_pg, 100)
-    states, _ = run_dag("shop.backup_incremental")
+    states, _ = run_dag("tlsdb.backup_incremental")
     assert states["collect_wal"] == "success"
-    listing = https_s3.client().list_objects_v2(Bucket=BUCKET, Prefix="pg/shop/wal/")
+    listing = https_s3.client().list_objects_v2(Bucket=BUCKET, Prefix="pg/tlsdb/wal/")
     assert any(o["Key"].endswith(".zst") for o in listing.get("Contents", []))
 
-    states, _ = run_dag("shop.verify_restore")
+    states, _ = run_dag("tlsdb.verify_restore")
     assert states["restore_and_check"] == "success"
-    [key] = [o["Key"] for o in https_s3.client().list_objects_v2(Bucket=BUCKET, Prefix="pg/shop/drills/")["Contents"]]
+    [key] = [o["Key"] for o in https_s3.client().list_objects_v2(Bucket=BUCKET, Prefix="pg/tlsdb/drills/")["Contents"]]
     evidence = json.loads(https_s3.client().get_object(Bucket=BUCKET, Key=key)["Body"].read())
     assert {c["name"]: c["ok"] for c in evidence["checks"]}["row_counts"] is True
 

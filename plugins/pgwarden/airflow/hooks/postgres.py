@@ -56,5 +56,4 @@ def _libpq_value(value: Any) -> str:
 
 def pg_target(conn_id: str) -> PgTarget:
     """The server an Airflow Postgres connection names; a missing connection says where to define it."""
-    get_connection(conn_id)
-    return PgwardenPostgresHook(postgres_conn_id=conn_id).target()
+    return PgwardenPostgresHook(postgres_conn_id=conn_id, connection=get_connection(conn_id)).target()
