@@ -35,6 +35,7 @@ def postgres_server(
     settings: Mapping[str, str] | None = None,
     hba: tuple[str, ...] = DEFAULT_HBA,
     base: Path | None = None,
+    encoding: str = "UTF8",
 ) -> Iterator[LocalCluster]:
     """Start a server on a free port with ``settings``; always stop and remove it."""
     owned_base = base is None
@@ -43,7 +44,7 @@ def postgres_server(
         datadir=base / "data", port=free_port(), settings={**BASE_SETTINGS, **(settings or {})}, hba=hba
     )
     try:
-        cluster.initdb()
+        cluster.initdb(encoding=encoding)
         cluster.start()
         yield cluster
     finally:

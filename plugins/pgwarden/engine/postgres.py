@@ -35,6 +35,9 @@ class PgTarget:
             "dbname": self.dbname,
             "application_name": self.application_name,
             "connect_timeout": self.connect_timeout,
+            # Text comes back as str whatever the database encoding: the server converts to UTF-8,
+            # and a SQL_ASCII database (no conversion) would otherwise hand psycopg bytes.
+            "client_encoding": "UTF8",
         }
         if self.password is not None:
             params["password"] = self.password
