@@ -35,9 +35,14 @@ def postgres_server(
     settings: Mapping[str, str] | None = None,
     hba: tuple[str, ...] = DEFAULT_HBA,
     base: Path | None = None,
-    encoding: str = "UTF8",
+    encoding: str | None = None,
 ) -> Iterator[LocalCluster]:
-    """Start a server on a free port with ``settings``; always stop and remove it."""
+    """Start a server on a free port with ``settings``; always stop and remove it.
+
+    ``encoding`` defaults to ``$PGWARDEN_TEST_ENCODING`` or UTF8, so a whole suite can run on
+    e.g. SQL_ASCII servers.
+    """
+    encoding = encoding or os.environ.get("PGWARDEN_TEST_ENCODING", "UTF8")
     owned_base = base is None
     base = base or scratch_base()
     cluster = LocalCluster(
