@@ -35,15 +35,21 @@ def postgres_server(
     settings: Mapping[str, str] | None = None,
     hba: tuple[str, ...] = DEFAULT_HBA,
     base: Path | None = None,
+    encoding: str | None = None,
 ) -> Iterator[LocalCluster]:
-    """Start a server on a free port with ``settings``; always stop and remove it."""
+    """Start a server on a free port with ``settings``; always stop and remove it.
+
+    ``encoding`` defaults to ``$PGWARDEN_TEST_ENCODING`` or UTF8, so a whole suite can run on
+    e.g. SQL_ASCII servers.
+    """
+    encoding = encoding or os.environ.get("PGWARDEN_TEST_ENCODING", "UTF8")
     owned_base = base is None
     base = base or scratch_base()
     cluster = LocalCluster(
         datadir=base / "data", port=free_port(), settings={**BASE_SETTINGS, **(settings or {})}, hba=hba
     )
     try:
-        cluster.initdb()
+        cluster.initdb(encoding=encoding)
         cluster.start()
         yield cluster
     finally:

@@ -9,6 +9,7 @@ import pytest
 
 from pgwarden.core.config import RepositoryConfig
 from pgwarden.core.health import Requirements
+from pgwarden.core.identifiers import QualifiedName
 from pgwarden.engine.healthcheck import gather_standby_facts, run_healthcheck
 from pgwarden.engine.postgres import connect
 from pgwarden.engine.repository import open_repository
@@ -61,20 +62,34 @@ def test_role_without_replication(pg, file_repo) -> None:
 def test_backup_functions_and_count_tables_need_grants(pg, file_repo) -> None:
     with connect(pg.target()) as conn:
         conn.execute("CREATE TABLE public.users (id int)")
+        conn.execute('CREATE SCHEMA "User Data"')
+        conn.execute('CREATE TABLE "User Data"."e-mail list" (id int)')
         conn.execute("CREATE ROLE backup LOGIN REPLICATION")
-    requirements = Requirements(True, "pgwarden_t1", 2**30, 2**30, ("public.users", "public.nope"))
+    tables = ("public.users", "public.nope", '"User Data"."e-mail list"', '"user data"."e-mail list"')
+    requirements = Requirements(True, "pgwarden_t1", 2**30, 2**30, tuple(map(QualifiedName.parse, tables)))
     report, by_name = check(pg, file_repo, requirements, target=pg.target(user="backup"))
     assert by_name["backup_functions"].status == "fail"
     assert by_name["backup_functions"].fix.startswith("GRANT EXECUTE ON FUNCTION pg_create_restore_point(text)")
     assert by_name["count_rows:public.users"].fix == "GRANT SELECT ON public.users TO <role>;"
     assert by_name["count_rows:public.nope"].detail == "table named in backup.count_rows does not exist"
+    # SELECT on a table is no use without USAGE on its schema: that grant is named first.
+    assert by_name['count_rows:"User Data"."e-mail list"'].fix == 'GRANT USAGE ON SCHEMA "User Data" TO <role>;'
+    # Quoted names are case-sensitive: the lower-case schema is another, missing, table.
+    assert by_name['count_rows:"user data"."e-mail list"'].detail.endswith("does not exist")
 
     with connect(pg.target()) as conn:
         conn.execute("GRANT EXECUTE ON FUNCTION pg_create_restore_point(text), pg_switch_wal(), "
                      "pg_logical_emit_message(boolean, text, text) TO backup")
         conn.execute("GRANT SELECT ON public.users TO backup")
+        conn.execute('GRANT USAGE ON SCHEMA "User Data" TO backup')
+    _, by_name = check(pg, file_repo, requirements, target=pg.target(user="backup"))
+    assert by_name['count_rows:"User Data"."e-mail list"'].fix == \
+        'GRANT SELECT ON "User Data"."e-mail list" TO <role>;'
+    with connect(pg.target()) as conn:
+        conn.execute('GRANT SELECT ON "User Data"."e-mail list" TO backup')
     _, by_name = check(pg, file_repo, requirements, target=pg.target(user="backup"))
     assert by_name["backup_functions"].status == "ok" and "count_rows:public.users" not in by_name
+    assert 'count_rows:"User Data"."e-mail list"' not in by_name
 
 
 @pytest.mark.integration

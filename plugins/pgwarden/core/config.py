@@ -19,18 +19,21 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PlainSerializer,
+    PlainValidator,
     ValidationError,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
 
+from pgwarden.core.identifiers import QualifiedName
 from pgwarden.core.retention import RetentionPolicy
 from pgwarden.core.schedule import longest_interval, validate_cron
 from pgwarden.core.units import parse_duration, parse_size
 
 DATABASE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
 CONN_ID = re.compile(r"^[A-Za-z0-9_.\-]+$")
-QUALIFIED_TABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)?$")
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 ByteSize = Annotated[int, BeforeValidator(parse_size)]
@@ -50,6 +53,13 @@ def _conn_id(value: Any) -> str:
     return value
 
 
+def _table(value: Any) -> QualifiedName:
+    return value if isinstance(value, QualifiedName) else QualifiedName.parse(value)
+
+
+# A table as written in SQL (core/identifiers.py has the rules); shown and stored as str(name).
+TableName = Annotated[QualifiedName, PlainValidator(_table), PlainSerializer(str),
+                      WithJsonSchema({"type": "string"})]
 Cron = Annotated[str, BeforeValidator(_cron)]
 FrequentCron = Annotated[str, BeforeValidator(_frequent_cron)]
 ConnId = Annotated[str, BeforeValidator(_conn_id)]
@@ -137,7 +147,7 @@ class BackupConfig(Strict):
     incremental_schedule: FrequentCron = "@hourly"
     checkpoint: Literal["fast", "spread"] = "fast"
     compression: Literal["auto", "zstd", "gzip", "none"] = "auto"
-    count_rows: list[str] = Field(
+    count_rows: list[TableName] = Field(
         default_factory=list, description="tables whose row counts the manifest records (schema.table)"
     )
     logical_dump: LogicalDumpConfig = Field(default_factory=LogicalDumpConfig)
@@ -149,14 +159,6 @@ class BackupConfig(Strict):
     def slot_for(self, database: str) -> str:
         """The guard replication slot's name (``pgwarden_<database>`` unless configured)."""
         return self.slot_name or f"pgwarden_{database}"
-
-    @field_validator("count_rows")
-    @classmethod
-    def _tables(cls, tables: list[str]) -> list[str]:
-        for table in tables:
-            if not QUALIFIED_TABLE.match(table):
-                raise ValueError(f"expected table names like 'public.users', got {table!r}")
-        return tables
 
     @field_validator("slot_name")
     @classmethod
@@ -173,20 +175,12 @@ class VerifyConfig(Strict):
     schedule: Cron = "0 4 1 * *"
     rto_target: Duration = timedelta(hours=1)
     rpo_target: Duration = timedelta(minutes=90)
-    amcheck_tables: list[str] | None = Field(
+    amcheck_tables: list[TableName] | None = Field(
         default=None, description="tables pg_amcheck checks (heap and indexes); default: backup.count_rows"
     )
     old_backup_every: int = Field(
         default=3, ge=0, description="every Nth drill also restores the oldest monthly/yearly backup; 0 = never"
     )
-
-    @field_validator("amcheck_tables")
-    @classmethod
-    def _tables(cls, tables: list[str] | None) -> list[str] | None:
-        for table in tables or []:
-            if not QUALIFIED_TABLE.match(table):
-                raise ValueError(f"expected table names like 'public.users', got {table!r}")
-        return tables
 
 
 class DatabaseConfig(Strict):

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Literal
 
+from pgwarden.core.identifiers import QualifiedName, quote
 from pgwarden.core.units import format_duration, format_size
 
 MIN_SERVER_VERSION = 140000
@@ -65,7 +66,7 @@ class Requirements:
     slot_name: str
     slot_warn_bytes: int
     max_pg_wal_bytes: int
-    count_tables: tuple[str, ...] = ()
+    count_tables: tuple[QualifiedName, ...] = ()
 
 
 # What WAL collection and full backups call besides the replication protocol.
@@ -200,6 +201,9 @@ def _backup_requirements(facts: ServerFacts, req: Requirements, add) -> None:
         if state == "missing":
             add(Finding(f"count_rows:{table}", "fail", "table named in backup.count_rows does not exist",
                         "fix backup.count_rows in the config (schema.table)"))
+        elif state == "no_schema_usage":
+            add(Finding(f"count_rows:{table}", "fail", "the role may not use its schema to count rows",
+                        f"GRANT USAGE ON SCHEMA {quote(QualifiedName.parse(table).schema)} TO <role>;"))
         elif state == "denied":
             add(Finding(f"count_rows:{table}", "fail", "the role may not SELECT from it to count rows",
                         f"GRANT SELECT ON {table} TO <role>;"))

@@ -14,16 +14,15 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from psycopg import sql
-
 import pgwarden
 from pgwarden.core import layout
 from pgwarden.core.config import BackupConfig, RepositoryConfig
+from pgwarden.core.identifiers import QualifiedName
 from pgwarden.core.lsn import Lsn
 from pgwarden.core.manifest import BackupManifest, RowCounts, StoredFile
 from pgwarden.engine import compress, pgtools
 from pgwarden.engine.errors import PermanentError, TransientError
-from pgwarden.engine.postgres import PgTarget, connect, wal_segment_size
+from pgwarden.engine.postgres import PgTarget, connect, count_rows, wal_segment_size
 from pgwarden.engine.verify import read_backup_manifest, verify_tar_backup
 from pgwarden.engine.wal import create_restore_point, ensure_slot, identify_system
 
@@ -96,7 +95,7 @@ def take_logical_dump(target: PgTarget, repo, database: str, backup_id: str, des
     return stored
 
 
-def snapshot_row_counts(target: PgTarget, tables: list[str], restore_point: str, repo, database: str
+def snapshot_row_counts(target: PgTarget, tables: list[QualifiedName], restore_point: str, repo, database: str
                         ) -> RowCounts | None:
     """Counts under one REPEATABLE READ snapshot taken an instant before the named restore point.
 
@@ -110,9 +109,7 @@ def snapshot_row_counts(target: PgTarget, tables: list[str], restore_point: str,
         lsn, taken_at = conn.execute("SELECT pg_create_restore_point(%s), now()", (restore_point,)).fetchone()
         counts = {}
         for table in tables:
-            schema, _, name = table.rpartition(".")
-            ident = sql.Identifier(schema or "public", name)
-            counts[table] = int(conn.execute(sql.SQL("SELECT count(*) FROM {}").format(ident)).fetchone()[0])
+            counts[str(table)] = count_rows(conn, table)
         conn.rollback()
     repo.put_bytes(layout.restore_point_key(database, restore_point),
                    f'{{"name": "{restore_point}", "lsn": "{lsn}", "created_at": "{taken_at.isoformat()}"}}'.encode())

@@ -64,7 +64,7 @@ class LocalCluster:
     def target(self, dbname: str = "postgres", user: str | None = None) -> PgTarget:
         return PgTarget(host="127.0.0.1", port=self.port, user=user or self.superuser, dbname=dbname)
 
-    def initdb(self, *, data_checksums: bool = True) -> None:
+    def initdb(self, *, data_checksums: bool = True, encoding: str = "UTF8") -> None:
         if (self.datadir / "PG_VERSION").exists():
             return
         self.datadir.mkdir(parents=True, exist_ok=True)
@@ -75,7 +75,7 @@ class LocalCluster:
             "-D", str(self.datadir),
             "-U", self.superuser,
             "--auth=trust",
-            "--encoding=UTF8",
+            f"--encoding={encoding}",
             "--locale=C",
         ]
         if data_checksums:

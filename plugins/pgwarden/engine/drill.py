@@ -18,18 +18,17 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
-from psycopg import sql
-
 import pgwarden
 from pgwarden.core import layout
 from pgwarden.core.config import DatabaseConfig
 from pgwarden.core.drill import DrillEvidence
+from pgwarden.core.identifiers import QualifiedName
 from pgwarden.core.recovery import RecoveryTarget, recovery_settings, render_auto_conf
 from pgwarden.engine import pgtools
 from pgwarden.engine.catalog import BackupEntry, Catalog, read_catalog
 from pgwarden.engine.cluster import LocalCluster, free_port
 from pgwarden.engine.errors import NoBackupYet, PermanentError, PgwardenError
-from pgwarden.engine.postgres import connect
+from pgwarden.engine.postgres import connect, count_rows, table_identifier
 from pgwarden.engine.restore import (
     RestorePoint,
     list_restore_points,
@@ -79,16 +78,12 @@ def _restore_command(datadir: Path) -> str:
 
 
 def _counts(cluster: LocalCluster, dbname: str, tables: list[str]) -> dict[str, int]:
-    counts = {}
+    """Row counts keyed like the manifest's snapshot (table names as written there)."""
     with connect(cluster.target(dbname), statement_timeout="1h") as conn:
-        for table in tables:
-            schema, _, name = table.rpartition(".")
-            counts[table] = int(conn.execute(
-                sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema or "public", name))).fetchone()[0])
-    return counts
+        return {table: count_rows(conn, QualifiedName.parse(table)) for table in tables}
 
 
-def _amcheck(cluster: LocalCluster, dbname: str, tables: list[str], evidence: DrillEvidence) -> None:
+def _amcheck(cluster: LocalCluster, dbname: str, tables: list[QualifiedName], evidence: DrillEvidence) -> None:
     if not tables:
         evidence.add("amcheck", True, "no tables configured (verify.amcheck_tables / backup.count_rows)")
         return
@@ -97,7 +92,8 @@ def _amcheck(cluster: LocalCluster, dbname: str, tables: list[str], evidence: Dr
     argv = [pgtools.tool("pg_amcheck"), "-h", "127.0.0.1", "-p", str(cluster.port), "-U", cluster.superuser,
             "-d", dbname, "--heapallindexed", "--parent-check", "--no-dependent-toast"]
     for table in tables:
-        argv += ["-t", table]
+        # A pattern in double quotes matches literally (psql pattern rules, as SQL quotes them).
+        argv += ["-t", table_identifier(table).as_string()]
     try:
         pgtools.run(argv, timeout=6 * 3600)
         evidence.add("amcheck", True, f"heap and all indexes of {len(tables)} table(s) are consistent")

@@ -18,6 +18,7 @@ from pgwarden.core.health import (
     evaluate_server,
     evaluate_standby,
 )
+from pgwarden.core.identifiers import QualifiedName
 from pgwarden.engine.errors import PgwardenError
 from pgwarden.engine.postgres import PgTarget, connect, replication_probe
 
@@ -44,15 +45,19 @@ SELECT slot_name, slot_type, active, wal_status,
 
 
 _FUNCTION_SQL = "SELECT has_function_privilege(current_user, %s, 'EXECUTE')"
+# Schema and name as values, matched against the catalog exactly (no quoting, no search_path).
 _TABLE_SQL = """
-SELECT CASE WHEN to_regclass(%(t)s) IS NULL THEN 'missing'
-            WHEN has_table_privilege(current_user, to_regclass(%(t)s), 'SELECT') THEN 'ok'
+SELECT CASE WHEN t.oid IS NULL THEN 'missing'
+            WHEN NOT has_schema_privilege(current_user, t.nsp, 'USAGE') THEN 'no_schema_usage'
+            WHEN has_table_privilege(current_user, t.oid, 'SELECT') THEN 'ok'
             ELSE 'denied' END
+  FROM (SELECT max(c.oid) AS oid, max(n.oid) AS nsp FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE n.nspname = %s AND c.relname = %s) t
 """
 
 
 def gather_server_facts(target: PgTarget, *, probe_replication: bool,
-                        count_tables: tuple[str, ...] = ()) -> ServerFacts:
+                        count_tables: tuple[QualifiedName, ...] = ()) -> ServerFacts:
     with connect(target, statement_timeout="30s") as conn:
         row = conn.execute(_SETTINGS_SQL).fetchone()
         assert row is not None
@@ -63,7 +68,7 @@ def gather_server_facts(target: PgTarget, *, probe_replication: bool,
             wal_bytes = None
         functions = tuple((f, bool(conn.execute(_FUNCTION_SQL, (f,)).fetchone()[0]))
                           for f in BACKUP_FUNCTIONS) if probe_replication else ()
-        tables = tuple((t, conn.execute(_TABLE_SQL, {"t": t}).fetchone()[0]) for t in count_tables)
+        tables = tuple((str(t), conn.execute(_TABLE_SQL, (t.schema, t.name)).fetchone()[0]) for t in count_tables)
     replication_error = None
     if probe_replication:
         try:

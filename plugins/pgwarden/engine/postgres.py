@@ -8,7 +8,9 @@ from dataclasses import dataclass, field, replace
 from functools import cache
 
 import psycopg
+from psycopg import sql
 
+from pgwarden.core.identifiers import QualifiedName
 from pgwarden.engine.errors import PermanentError, TransientError
 
 # SQLSTATE classes worth a retry: connection exceptions, lock/serialization trouble, shutdown.
@@ -60,6 +62,9 @@ class PgTarget:
             "dbname": self.dbname,
             "application_name": self.application_name,
             "connect_timeout": self.connect_timeout,
+            # Text comes back as str whatever the database encoding: the server converts to UTF-8,
+            # and a SQL_ASCII database (no conversion) would otherwise hand psycopg bytes.
+            "client_encoding": "UTF8",
         }
         if self.password is not None:
             params["password"] = self.password
@@ -142,6 +147,15 @@ def wal_segment_size(conn: psycopg.Connection) -> int:
 
 def server_version_num(conn: psycopg.Connection) -> int:
     return int(conn.execute("SELECT current_setting('server_version_num')::int").fetchone()[0])  # type: ignore[index]
+
+
+def table_identifier(table: QualifiedName) -> sql.Identifier:
+    """A configured table as SQL: both parts quoted, so any name PostgreSQL allows works."""
+    return sql.Identifier(table.schema, table.name)
+
+
+def count_rows(conn: psycopg.Connection, table: QualifiedName) -> int:
+    return int(conn.execute(sql.SQL("SELECT count(*) FROM {}").format(table_identifier(table))).fetchone()[0])  # type: ignore[index]
 
 
 def replication_probe(target: PgTarget) -> dict[str, str]:

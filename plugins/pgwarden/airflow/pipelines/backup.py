@@ -56,8 +56,14 @@ errors retry by themselves; a killed run is safe to clear: it re-streams from th
 """
 
 
-def backups_asset(database: str, db_config: DatabaseConfig) -> Asset:
-    return Asset(name=f"pgwarden.{database}.backups", uri=f"{db_config.repository.url}/{database}/base")
+def backups_asset(database: str) -> Asset:
+    """The full backups of ``database``, wherever the repository is.
+
+    Named after the database only: Airflow knows an asset by its name and URI, so a URI holding
+    the repository URL would turn into a new, inactive asset when the repository moves. ``x-``
+    marks a scheme of our own, which Airflow leaves unvalidated.
+    """
+    return Asset(name=f"pgwarden.{database}.backups", uri=f"x-pgwarden://{database}/backups")
 
 
 def build(database: str, db_config: DatabaseConfig, defaults: Defaults) -> list[DAG]:
@@ -86,7 +92,7 @@ def build(database: str, db_config: DatabaseConfig, defaults: Defaults) -> list[
     ) as full:
         base = BaseBackupOperator(
             task_id="base_backup", database=database, db_config=db_config,
-            outlets=[backups_asset(database, db_config)], execution_timeout=timedelta(hours=8),
+            outlets=[backups_asset(database)], execution_timeout=timedelta(hours=8),
         )
         # Retention runs after a good backup only, so a failing backup never shrinks history.
         base >> RetentionOperator(task_id="retention", database=database, db_config=db_config)
