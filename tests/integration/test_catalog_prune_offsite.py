@@ -20,7 +20,7 @@ from pgwarden.core.config import RepositoryConfig
 from pgwarden.core.layout import backup_id_for, backup_prefix, manifest_key, wal_key
 from pgwarden.core.lsn import Lsn
 from pgwarden.core.manifest import BackupManifest, StoredFile, Verification
-from pgwarden.core.retention import DAILY, MONTHLY, NEWEST, PENDING, YEARLY, RetentionPolicy
+from pgwarden.core.retention import DAILY, MONTHLY, NEWEST, PENDING, WINDOW_START, YEARLY, RetentionPolicy
 from pgwarden.core.walnames import segment_name, segments_between
 from pgwarden.engine.catalog import WalPosition, WalRange, read_catalog
 from pgwarden.engine.offsite import copy_offsite
@@ -166,7 +166,7 @@ def test_catalog_lists_valid_invalid_orphans_and_coverage(backend: Backend) -> N
     assert "pgwarden.backup/1" in catalog.unreadable[0].problem
 
     assert catalog.gfs_classes == {
-        ids["a"]: {DAILY},
+        ids["a"]: {DAILY, WINDOW_START},  # the first backup: point-in-time restores start from it
         ids["b"]: set(),  # invalid and older than the newest valid backup
         ids["c"]: {DAILY, MONTHLY, YEARLY, NEWEST},
         ids["d"]: {PENDING},  # invalid but newer: may be under investigation
@@ -191,7 +191,7 @@ def test_catalog_lists_valid_invalid_orphans_and_coverage(backend: Backend) -> N
 
     document = catalog.to_json_dict()
     json.dumps(document)
-    assert [x["gfs"] for x in document["backups"]] == [["daily"], [], ["daily", "monthly", "newest", "yearly"],
+    assert [x["gfs"] for x in document["backups"]] == [["daily", "window_start"], [], ["daily", "monthly", "newest", "yearly"],
                                                         ["pending"]]
     assert document["wal"]["chain"]["missing"] == ["000000020000000000000008"]
 
@@ -361,11 +361,12 @@ def test_offsite_copies_what_is_kept_then_nothing(pair: tuple[Backend, Backend],
     result = copy_offsite(src, dst, DB, workdir=workdir, policy=OFFSITE_POLICY, now=LATER)
 
     assert snapshot(src) == before, "the source is never written to"
-    assert result.backups_copied == ids[2:], "backups retention is about to delete are not shipped"
+    # ids[1]: restores to any moment of the 3-day window's first day start from it (window_start)
+    assert result.backups_copied == ids[1:], "backups retention is about to delete are not shipped"
     assert result.failures == []
     assert result.prune is not None and result.prune.deleted_backups == (stale,)
     src_catalog, dst_catalog = read_catalog(src, DB, OFFSITE_POLICY), read_catalog(dst, DB, OFFSITE_POLICY)
-    assert [(b.id, b.valid) for b in dst_catalog.backups] == [(i, True) for i in ids[2:]]
+    assert [(b.id, b.valid) for b in dst_catalog.backups] == [(i, True) for i in ids[1:]]
     for backup in dst_catalog.backups:
         for stored in backup.manifest.files:
             key = backup_prefix(DB, backup.id) + stored.name
@@ -378,7 +379,7 @@ def test_offsite_copies_what_is_kept_then_nothing(pair: tuple[Backend, Backend],
 
     again = copy_offsite(src, dst, DB, workdir=workdir, policy=OFFSITE_POLICY, now=LATER)
     assert again.objects_copied == 0 and again.backups_copied == [] and again.wal_copied == 0
-    assert again.backups_present == 3
+    assert again.backups_present == 4
     assert again.prune.objects == 0
 
     # a destination object that went missing or changed is copied again
@@ -410,7 +411,7 @@ def test_offsite_copy_of_a_corrupt_source_object_fails_naming_it(tmp_path: Path,
     assert dst.head(manifest_key(DB, ids[3])) is None, "no pgwarden.json for a backup the destination lacks"
     assert dst.head(corrupt) is None
     copied = {b.id for b in read_catalog(dst, DB, OFFSITE_POLICY).backups}
-    assert copied == {ids[2], ids[4]}, "the other backups still reach the destination"
+    assert copied == {ids[1], ids[2], ids[4]}, "the other backups still reach the destination"
     assert read_catalog(dst, DB, OFFSITE_POLICY).wal, "and so does the WAL"
     assert snapshot(src) == before
     assert list((tmp_path / "work").iterdir()) == []
@@ -478,7 +479,7 @@ def test_cli_catalog_reads_s3_through_the_airflow_connection_in_the_environment(
     assert main(["--config", str(config), "catalog", DB, "--json"]) == 0
     document = json.loads(capsys.readouterr().out)
     assert [(b["id"], b["valid"], b["gfs"]) for b in document["backups"]] == [
-        (backup_id, True, ["daily", "monthly", "newest", "yearly"])]
+        (backup_id, True, ["daily", "monthly", "newest", "window_start", "yearly"])]
 
 
 def test_cli_catalog_unknown_database_and_missing_root(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
