@@ -17,7 +17,7 @@ import pytest
 
 from pgwarden.cli import main
 from pgwarden.core.config import RepositoryConfig
-from pgwarden.core.layout import backup_id_for, backup_prefix, manifest_key, wal_key
+from pgwarden.core.layout import backup_id_for, backup_prefix, manifest_key, restore_point_key, wal_key
 from pgwarden.core.lsn import Lsn
 from pgwarden.core.manifest import BackupManifest, StoredFile, Verification
 from pgwarden.core.retention import DAILY, MONTHLY, NEWEST, PENDING, WINDOW_START, YEARLY, RetentionPolicy
@@ -267,6 +267,35 @@ def test_prune_keeps_the_gfs_set_and_the_wal_it_needs(backend: Backend) -> None:
 
     again = prune(repo, DB, POLICY, now=LATER)
     assert again.objects == 0 and again.deleted_backups == () and again.wal_objects == 0
+
+
+def put_restore_point(repo: Repository, name: str, lsn: Lsn, at: datetime) -> None:
+    record = {"name": name, "lsn": str(lsn), "created_at": at.isoformat()}
+    repo.put_bytes(restore_point_key(DB, name), json.dumps(record).encode())
+
+
+def test_prune_deletes_restore_points_whose_wal_goes_and_keeps_the_window(backend: Backend) -> None:
+    repo = backend.repo
+    ids, _ = two_years(repo)
+    # a restore point half way between every two backups (and after the last), 2 segments after each start
+    names = []
+    for i, backup_id in enumerate(ids):
+        names.append(f"rp_after_{backup_id}")
+        put_restore_point(repo, names[-1], Lsn(i * 4 * SEG + 2 * SEG), datetime.strptime(
+            backup_id, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC) + timedelta(hours=6))
+    # 7 days of PITR: from 00:00 of the 7th newest day, which restores start from the backup of the day before
+    window = set(names[-8:])
+
+    dry = prune(repo, DB, POLICY, dry_run=True, now=LATER)
+    assert len(keys(repo, f"{DB}/restore_points/")) == len(names), "a dry run deletes nothing"
+    result = prune(repo, DB, POLICY, now=LATER)
+    assert replace(dry, dry_run=False) == result
+
+    listed = {p.name for p in read_catalog(repo, DB, POLICY).restore_points}
+    assert listed == window, "points between older monthly backups lose their WAL and go; the window stays"
+    assert set(result.deleted_restore_points) == set(names) - window
+    assert f"and {len(names) - len(window)} restore point record(s)" in result.summary()
+    assert prune(repo, DB, POLICY, now=LATER).objects == 0
 
 
 def test_prune_converges_after_being_killed_half_way(backend: Backend) -> None:

@@ -17,12 +17,14 @@ import pytest
 from pgwarden.core import layout
 from pgwarden.core.config import BackupConfig, RepositoryConfig
 from pgwarden.core.recovery import RecoveryTarget
+from pgwarden.core.retention import RetentionPolicy
 from pgwarden.core.walnames import segment_name, segment_start
 from pgwarden.engine.backup_full import take_full_backup
 from pgwarden.engine.catalog import read_catalog
 from pgwarden.engine.cluster import LocalCluster, free_port
 from pgwarden.engine.drill import clean_stale_scratch
 from pgwarden.engine.errors import PermanentError
+from pgwarden.engine.prune import prune
 from pgwarden.engine.repository import ChecksumMismatch, open_repository
 from pgwarden.engine.restore import list_restore_points, remove_restore, restore
 from pgwarden.engine.wal import collect_wal
@@ -146,6 +148,36 @@ def test_after_a_wal_gap_the_advised_point_is_before_it_and_restores(history, pg
     by_time = restore(repo, "db", base / "t", RecoveryTarget("time", time=points["rp_1500"].created_at),
                       start=True)
     assert restored_count(by_time) == 1500
+
+
+@pytest.mark.integration
+def test_more_full_backups_on_one_day_leave_no_hole_in_the_pitr_window(history, pg, tmp_path) -> None:
+    """A second and third full backup on the same day, then retention: every restore point between
+    them still restores, and the log says in plain words why the middle backup goes."""
+    repo, _, first, base = history  # first backup (1000 rows), rp_1500, rp_1700
+    config = RepositoryConfig(url=repo.url)
+    second = take_full_backup(pg.target(), repo, "db", BackupConfig(), config, workdir=tmp_path / "b2")
+    add_items(pg, 100)
+    collect_wal(pg.target(), repo, "db", slot="pgwarden_db", workdir=tmp_path / "rp_1800", compression="zstd",
+                restore_point="rp_1800", warn_bytes=2**30)
+    third = take_full_backup(pg.target(), repo, "db", BackupConfig(), config, workdir=tmp_path / "b3")
+    add_items(pg, 100)
+    collect_wal(pg.target(), repo, "db", slot="pgwarden_db", workdir=tmp_path / "rp_1900", compression="zstd",
+                restore_point="rp_1900", warn_bytes=2**30)
+
+    said: list[str] = []
+    result = prune(repo, "db", RetentionPolicy(), log=said.append)
+
+    assert result.deleted_backups == (second.backup_id,)
+    reason = f"a newer backup of the same day ({third.backup_id}) is the daily one"
+    assert any(line.startswith(f"deleting backup db/{second.backup_id}: {reason}") for line in said), said
+    assert reason in result.summary()
+    assert result.kept[first.backup_id] == ["window_start"]
+    assert result.deleted_restore_points == ()
+    names = {p.name for p in list_restore_points(repo, "db")}
+    assert {"rp_1500", "rp_1700", "rp_1800", "rp_1900"} <= names
+    assert restored_count(restore(repo, "db", base / "a", RecoveryTarget("name", name="rp_1500"), start=True)) == 1500
+    assert restored_count(restore(repo, "db", base / "b", RecoveryTarget("name", name="rp_1800"), start=True)) == 1800
 
 
 @pytest.mark.integration

@@ -219,6 +219,21 @@ class RetentionPlan:
         }
 
 
+_KEPT_WORDS = {
+    DAILY: "the newest backup of its day (daily)",
+    MONTHLY: "the newest of its month (monthly)",
+    YEARLY: "the newest of its year (yearly)",
+    NEWEST: "the newest valid backup",
+    WINDOW_START: "restores to the oldest day of the daily window start from it (window_start)",
+    PENDING: "newer than the newest valid backup: it may still be running or be looked at (pending)",
+}
+
+
+def describe_kept(reasons: Iterable[str]) -> str:
+    """Why a backup is kept, in words for someone who has not read this module."""
+    return "; ".join(_KEPT_WORDS[r] for r in sorted(reasons))
+
+
 def _age(backup: BackupRef) -> tuple[datetime, str]:
     return backup.started_at, backup.id
 
