@@ -382,6 +382,9 @@ def five_nights(repo: Repository) -> list[str]:
 def test_offsite_copies_what_is_kept_then_nothing(pair: tuple[Backend, Backend], tmp_path: Path) -> None:
     src, dst = pair[0].repo, pair[1].repo
     ids = five_nights(src)
+    # one restore point whose WAL retention drops (after the first night), one inside the window
+    put_restore_point(src, "rp_gone", Lsn(2 * SEG), datetime(2026, 3, 1, 8, tzinfo=UTC))
+    put_restore_point(src, "rp_kept", Lsn(18 * SEG), datetime(2026, 3, 5, 8, tzinfo=UTC))
     # the destination already holds a backup from long ago, which its own retention then removes
     stale = put_backup(dst, datetime(2025, 1, 1, 2, tzinfo=UTC), Lsn(0x28), Lsn(SEG))
     before = snapshot(src)
@@ -404,6 +407,7 @@ def test_offsite_copies_what_is_kept_then_nothing(pair: tuple[Backend, Backend],
     needed = {w.name for w in src_catalog.wal if src_catalog.plan.segment_needed(w.name)}
     assert dst_catalog.wal_names == needed and result.wal_copied == len(needed)
     assert dst_catalog.check_chain().ok
+    assert [p.name for p in dst_catalog.restore_points] == ["rp_kept"], "not a record retention is dropping"
     assert list(workdir.iterdir()) == [], "temp files are removed"
 
     again = copy_offsite(src, dst, DB, workdir=workdir, policy=OFFSITE_POLICY, now=LATER)
