@@ -17,10 +17,10 @@ import pytest
 
 from pgwarden.cli import main
 from pgwarden.core.config import RepositoryConfig
-from pgwarden.core.layout import backup_id_for, backup_prefix, manifest_key, wal_key
+from pgwarden.core.layout import backup_id_for, backup_prefix, manifest_key, restore_point_key, wal_key
 from pgwarden.core.lsn import Lsn
 from pgwarden.core.manifest import BackupManifest, StoredFile, Verification
-from pgwarden.core.retention import DAILY, MONTHLY, NEWEST, PENDING, YEARLY, RetentionPolicy
+from pgwarden.core.retention import DAILY, MONTHLY, NEWEST, PENDING, WINDOW_START, YEARLY, RetentionPolicy
 from pgwarden.core.walnames import segment_name, segments_between
 from pgwarden.engine.catalog import WalPosition, WalRange, read_catalog
 from pgwarden.engine.offsite import copy_offsite
@@ -166,7 +166,7 @@ def test_catalog_lists_valid_invalid_orphans_and_coverage(backend: Backend) -> N
     assert "pgwarden.backup/1" in catalog.unreadable[0].problem
 
     assert catalog.gfs_classes == {
-        ids["a"]: {DAILY},
+        ids["a"]: {DAILY, WINDOW_START},  # the first backup: point-in-time restores start from it
         ids["b"]: set(),  # invalid and older than the newest valid backup
         ids["c"]: {DAILY, MONTHLY, YEARLY, NEWEST},
         ids["d"]: {PENDING},  # invalid but newer: may be under investigation
@@ -191,7 +191,7 @@ def test_catalog_lists_valid_invalid_orphans_and_coverage(backend: Backend) -> N
 
     document = catalog.to_json_dict()
     json.dumps(document)
-    assert [x["gfs"] for x in document["backups"]] == [["daily"], [], ["daily", "monthly", "newest", "yearly"],
+    assert [x["gfs"] for x in document["backups"]] == [["daily", "window_start"], [], ["daily", "monthly", "newest", "yearly"],
                                                         ["pending"]]
     assert document["wal"]["chain"]["missing"] == ["000000020000000000000008"]
 
@@ -267,6 +267,35 @@ def test_prune_keeps_the_gfs_set_and_the_wal_it_needs(backend: Backend) -> None:
 
     again = prune(repo, DB, POLICY, now=LATER)
     assert again.objects == 0 and again.deleted_backups == () and again.wal_objects == 0
+
+
+def put_restore_point(repo: Repository, name: str, lsn: Lsn, at: datetime) -> None:
+    record = {"name": name, "lsn": str(lsn), "created_at": at.isoformat()}
+    repo.put_bytes(restore_point_key(DB, name), json.dumps(record).encode())
+
+
+def test_prune_deletes_restore_points_whose_wal_goes_and_keeps_the_window(backend: Backend) -> None:
+    repo = backend.repo
+    ids, _ = two_years(repo)
+    # a restore point half way between every two backups (and after the last), 2 segments after each start
+    names = []
+    for i, backup_id in enumerate(ids):
+        names.append(f"rp_after_{backup_id}")
+        put_restore_point(repo, names[-1], Lsn(i * 4 * SEG + 2 * SEG), datetime.strptime(
+            backup_id, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC) + timedelta(hours=6))
+    # 7 days of PITR: from 00:00 of the 7th newest day, which restores start from the backup of the day before
+    window = set(names[-8:])
+
+    dry = prune(repo, DB, POLICY, dry_run=True, now=LATER)
+    assert len(keys(repo, f"{DB}/restore_points/")) == len(names), "a dry run deletes nothing"
+    result = prune(repo, DB, POLICY, now=LATER)
+    assert replace(dry, dry_run=False) == result
+
+    listed = {p.name for p in read_catalog(repo, DB, POLICY).restore_points}
+    assert listed == window, "points between older monthly backups lose their WAL and go; the window stays"
+    assert set(result.deleted_restore_points) == set(names) - window
+    assert f"and {len(names) - len(window)} restore point record(s)" in result.summary()
+    assert prune(repo, DB, POLICY, now=LATER).objects == 0
 
 
 def test_prune_converges_after_being_killed_half_way(backend: Backend) -> None:
@@ -353,6 +382,9 @@ def five_nights(repo: Repository) -> list[str]:
 def test_offsite_copies_what_is_kept_then_nothing(pair: tuple[Backend, Backend], tmp_path: Path) -> None:
     src, dst = pair[0].repo, pair[1].repo
     ids = five_nights(src)
+    # one restore point whose WAL retention drops (after the first night), one inside the window
+    put_restore_point(src, "rp_gone", Lsn(2 * SEG), datetime(2026, 3, 1, 8, tzinfo=UTC))
+    put_restore_point(src, "rp_kept", Lsn(18 * SEG), datetime(2026, 3, 5, 8, tzinfo=UTC))
     # the destination already holds a backup from long ago, which its own retention then removes
     stale = put_backup(dst, datetime(2025, 1, 1, 2, tzinfo=UTC), Lsn(0x28), Lsn(SEG))
     before = snapshot(src)
@@ -361,11 +393,12 @@ def test_offsite_copies_what_is_kept_then_nothing(pair: tuple[Backend, Backend],
     result = copy_offsite(src, dst, DB, workdir=workdir, policy=OFFSITE_POLICY, now=LATER)
 
     assert snapshot(src) == before, "the source is never written to"
-    assert result.backups_copied == ids[2:], "backups retention is about to delete are not shipped"
+    # ids[1]: restores to any moment of the 3-day window's first day start from it (window_start)
+    assert result.backups_copied == ids[1:], "backups retention is about to delete are not shipped"
     assert result.failures == []
     assert result.prune is not None and result.prune.deleted_backups == (stale,)
     src_catalog, dst_catalog = read_catalog(src, DB, OFFSITE_POLICY), read_catalog(dst, DB, OFFSITE_POLICY)
-    assert [(b.id, b.valid) for b in dst_catalog.backups] == [(i, True) for i in ids[2:]]
+    assert [(b.id, b.valid) for b in dst_catalog.backups] == [(i, True) for i in ids[1:]]
     for backup in dst_catalog.backups:
         for stored in backup.manifest.files:
             key = backup_prefix(DB, backup.id) + stored.name
@@ -374,11 +407,12 @@ def test_offsite_copies_what_is_kept_then_nothing(pair: tuple[Backend, Backend],
     needed = {w.name for w in src_catalog.wal if src_catalog.plan.segment_needed(w.name)}
     assert dst_catalog.wal_names == needed and result.wal_copied == len(needed)
     assert dst_catalog.check_chain().ok
+    assert [p.name for p in dst_catalog.restore_points] == ["rp_kept"], "not a record retention is dropping"
     assert list(workdir.iterdir()) == [], "temp files are removed"
 
     again = copy_offsite(src, dst, DB, workdir=workdir, policy=OFFSITE_POLICY, now=LATER)
     assert again.objects_copied == 0 and again.backups_copied == [] and again.wal_copied == 0
-    assert again.backups_present == 3
+    assert again.backups_present == 4
     assert again.prune.objects == 0
 
     # a destination object that went missing or changed is copied again
@@ -410,7 +444,7 @@ def test_offsite_copy_of_a_corrupt_source_object_fails_naming_it(tmp_path: Path,
     assert dst.head(manifest_key(DB, ids[3])) is None, "no pgwarden.json for a backup the destination lacks"
     assert dst.head(corrupt) is None
     copied = {b.id for b in read_catalog(dst, DB, OFFSITE_POLICY).backups}
-    assert copied == {ids[2], ids[4]}, "the other backups still reach the destination"
+    assert copied == {ids[1], ids[2], ids[4]}, "the other backups still reach the destination"
     assert read_catalog(dst, DB, OFFSITE_POLICY).wal, "and so does the WAL"
     assert snapshot(src) == before
     assert list((tmp_path / "work").iterdir()) == []
@@ -478,7 +512,7 @@ def test_cli_catalog_reads_s3_through_the_airflow_connection_in_the_environment(
     assert main(["--config", str(config), "catalog", DB, "--json"]) == 0
     document = json.loads(capsys.readouterr().out)
     assert [(b["id"], b["valid"], b["gfs"]) for b in document["backups"]] == [
-        (backup_id, True, ["daily", "monthly", "newest", "yearly"])]
+        (backup_id, True, ["daily", "monthly", "newest", "window_start", "yearly"])]
 
 
 def test_cli_catalog_unknown_database_and_missing_root(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -16,10 +17,14 @@ import pytest
 from pgwarden.core import layout
 from pgwarden.core.config import BackupConfig, RepositoryConfig
 from pgwarden.core.recovery import RecoveryTarget
+from pgwarden.core.retention import RetentionPolicy
+from pgwarden.core.walnames import segment_name, segment_start
 from pgwarden.engine.backup_full import take_full_backup
+from pgwarden.engine.catalog import read_catalog
 from pgwarden.engine.cluster import LocalCluster, free_port
 from pgwarden.engine.drill import clean_stale_scratch
 from pgwarden.engine.errors import PermanentError
+from pgwarden.engine.prune import prune
 from pgwarden.engine.repository import ChecksumMismatch, open_repository
 from pgwarden.engine.restore import list_restore_points, remove_restore, restore
 from pgwarden.engine.wal import collect_wal
@@ -108,7 +113,71 @@ def test_missing_wal_segment_is_named(history) -> None:
     with pytest.raises(PermanentError) as info:
         restore(repo, "db", base / "x", RecoveryTarget("latest"))
     assert victim.name.removesuffix(".zst") in str(info.value)
-    assert "newest reachable point" in str(info.value)
+    assert "the WAL replays without a gap up to" in str(info.value)
+
+
+@pytest.mark.integration
+def test_after_a_wal_gap_the_advised_point_is_before_it_and_restores(history, pg, tmp_path) -> None:
+    """The advice after a gap names the newest restore point *before* the gap, and following it works."""
+    repo, root, manifest, base = history
+    add_items(pg, 200)  # WAL after the gap: rp_1900
+    collect_wal(pg.target(), repo, "db", slot="pgwarden_db", workdir=tmp_path / "rp_1900", compression="zstd",
+                restore_point="rp_1900", warn_bytes=2**30)
+    points = {p.name: p for p in list_restore_points(repo, "db")}
+    victim = segment_name(manifest.timeline, points["rp_1700"].lsn)  # rp_1500 is in an earlier segment
+    assert segment_name(manifest.timeline, points["rp_1500"].lsn) < victim
+    assert segment_name(manifest.timeline, points["rp_1900"].lsn) > victim
+    (root / "db" / "wal" / f"{victim}.zst").unlink()
+
+    for target in (RecoveryTarget("latest"), RecoveryTarget("name", name="rp_1700"),
+                   RecoveryTarget("name", name="rp_1900"), RecoveryTarget("time", time=points["rp_1900"].created_at)):
+        with pytest.raises(PermanentError) as info:
+            restore(repo, "db", base / "x", target)
+        message = str(info.value)
+        assert f"{victim} missing" in message, message
+        assert f"without a gap up to {segment_start(points['rp_1700'].lsn)}" in message
+        assert "the newest reachable point is restore point 'rp_1500'" in message
+        assert "'rp_1700'" not in message.split("newest reachable")[1]
+
+    chain = read_catalog(repo, "db").check_chain()  # what the check_chain task logs
+    assert not chain.ok and chain.reachable_point.name == "rp_1500" and "'rp_1500'" in chain.message
+
+    advised = re.search(r"--target-name ([^\s;]+)", message).group(1)
+    result = restore(repo, "db", base / "a", RecoveryTarget("name", name=advised), start=True)
+    assert restored_count(result) == 1500
+    by_time = restore(repo, "db", base / "t", RecoveryTarget("time", time=points["rp_1500"].created_at),
+                      start=True)
+    assert restored_count(by_time) == 1500
+
+
+@pytest.mark.integration
+def test_more_full_backups_on_one_day_leave_no_hole_in_the_pitr_window(history, pg, tmp_path) -> None:
+    """A second and third full backup on the same day, then retention: every restore point between
+    them still restores, and the log says in plain words why the middle backup goes."""
+    repo, _, first, base = history  # first backup (1000 rows), rp_1500, rp_1700
+    config = RepositoryConfig(url=repo.url)
+    second = take_full_backup(pg.target(), repo, "db", BackupConfig(), config, workdir=tmp_path / "b2")
+    add_items(pg, 100)
+    collect_wal(pg.target(), repo, "db", slot="pgwarden_db", workdir=tmp_path / "rp_1800", compression="zstd",
+                restore_point="rp_1800", warn_bytes=2**30)
+    third = take_full_backup(pg.target(), repo, "db", BackupConfig(), config, workdir=tmp_path / "b3")
+    add_items(pg, 100)
+    collect_wal(pg.target(), repo, "db", slot="pgwarden_db", workdir=tmp_path / "rp_1900", compression="zstd",
+                restore_point="rp_1900", warn_bytes=2**30)
+
+    said: list[str] = []
+    result = prune(repo, "db", RetentionPolicy(), log=said.append)
+
+    assert result.deleted_backups == (second.backup_id,)
+    reason = f"a newer backup of the same day ({third.backup_id}) is the daily one"
+    assert any(line.startswith(f"deleting backup db/{second.backup_id}: {reason}") for line in said), said
+    assert reason in result.summary()
+    assert result.kept[first.backup_id] == ["window_start"]
+    assert result.deleted_restore_points == ()
+    names = {p.name for p in list_restore_points(repo, "db")}
+    assert {"rp_1500", "rp_1700", "rp_1800", "rp_1900"} <= names
+    assert restored_count(restore(repo, "db", base / "a", RecoveryTarget("name", name="rp_1500"), start=True)) == 1500
+    assert restored_count(restore(repo, "db", base / "b", RecoveryTarget("name", name="rp_1800"), start=True)) == 1800
 
 
 @pytest.mark.integration

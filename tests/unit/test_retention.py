@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import json
 import random
+from dataclasses import dataclass, replace
+from dataclasses import field as dc_field
 from datetime import date, datetime, timedelta, timezone
 
 import pytest
@@ -15,6 +17,7 @@ from pgwarden.core.retention import (
     NEWEST,
     PENDING,
     REASONS,
+    WINDOW_START,
     YEARLY,
     BackupRef,
     RetentionPlan,
@@ -61,20 +64,26 @@ def test_ten_years_of_nightly_backups():
     assert {i for i, r in plan.keep.items() if DAILY in r} == daily
     assert {i for i, r in plan.keep.items() if MONTHLY in r} == monthly
     assert {i for i, r in plan.keep.items() if YEARLY in r} == yearly
-    assert set(plan.keep) == daily | monthly | yearly
-    assert len(plan.keep) == 30 + 12 + 7 - 2 - 2  # May 31 and Jun 15 are daily too; Dec 31 and Jun 15 twice
+    # PITR over the whole of May 17 (from 00:00) starts from May 16's backup, kept with its WAL
+    assert {i for i, r in plan.keep.items() if WINDOW_START in r} == {"2024-05-16"}
+    assert set(plan.keep) == daily | monthly | yearly | {"2024-05-16"}
+    assert len(plan.keep) == 30 + 12 + 7 - 2 - 2 + 1  # May 31 and Jun 15 are daily too; Dec 31 and Jun 15 twice
     assert plan.classes("2024-06-15") == {DAILY, MONTHLY, YEARLY, NEWEST}
     assert plan.classes("2024-05-31") == {DAILY, MONTHLY}
     assert plan.classes("2023-12-31") == {MONTHLY, YEARLY}
     assert plan.classes("2018-12-31") == {YEARLY}
-    assert plan.classes("2024-05-16") == frozenset()
+    assert plan.classes("2024-05-16") == {WINDOW_START}
+    assert plan.classes("2024-05-15") == frozenset()
     assert list(plan.keep) == sorted(plan.keep)  # oldest first
     assert list(plan.delete) == sorted(plan.delete)
-    assert len(plan.delete) == len(all_days) - 45
-    assert plan.delete[0] == "2014-06-16" and plan.delete[-1] == "2024-05-16"
+    assert len(plan.delete) == len(all_days) - 46
+    assert plan.delete[0] == "2014-06-16" and plan.delete[-1] == "2024-05-15"
+    assert plan.why_deleted["2024-05-15"] == "a newer backup of the same month (2024-05-31) is the monthly one"
+    assert plan.why_deleted["2023-06-30"] == "a newer backup of the same year (2023-12-31) is the yearly one"
+    assert plan.why_deleted["2014-06-16"].startswith("it is older than everything retention keeps: the 30 most")
 
     by_id = {b.id: b for b in backups}
-    assert plan.wal_keep_from == by_id["2024-05-17"].start_lsn
+    assert plan.wal_keep_from == by_id["2024-05-16"].start_lsn
     older = sorted((monthly | yearly) - daily)
     assert plan.wal_keep_ranges == tuple((by_id[i].start_lsn, by_id[i].stop_lsn) for i in older)
     # WAL between two monthly backups is gone; WAL inside one, and all of the daily window, stays.
@@ -99,8 +108,18 @@ def test_several_backups_a_day_keep_that_days_newest_valid_one():
         nightly(day2, 10),
     ]
     plan = plan_retention(backups, RetentionPolicy(daily=2, monthly=0, yearly=0))
-    assert plan.keep == {"d1-23": {DAILY}, "2024-03-02": {DAILY, NEWEST}}
-    assert plan.delete == ("2024-03-01", "d1-02", "d1-2330-failed")
+    # the first backup of the window's oldest day stays: restores to 01:00..23:00 start from it
+    assert plan.keep == {"2024-03-01": {WINDOW_START}, "d1-23": {DAILY}, "2024-03-02": {DAILY, NEWEST}}
+    assert plan.delete == ("d1-02", "d1-2330-failed")
+    assert plan.wal_keep_from == backups[0].start_lsn
+    assert plan.why_deleted == {
+        "d1-02": "a newer backup of the same day (d1-23) is the daily one; restores to any moment after this "
+                 "backup still work from an earlier kept backup and the WAL",
+        "d1-2330-failed": "it is not valid (failed, unfinished or damaged) and a newer valid backup exists",
+    }
+    # a day later the window starts at 00:00 of March 2; March 1's daily backup is where restores start
+    later = plan_retention([*backups, nightly(date(2024, 3, 3), 20)], RetentionPolicy(daily=2, monthly=0, yearly=0))
+    assert later.classes("d1-23") == {WINDOW_START} and later.classes("2024-03-01") == frozenset()
 
 
 def test_failed_backups_do_not_shorten_the_daily_window():
@@ -111,8 +130,9 @@ def test_failed_backups_do_not_shorten_the_daily_window():
     assert {i for i, r in plan.keep.items() if DAILY in r} == {d.isoformat() for d in days(date(2024, 1, 4), 7)}
     assert plan.classes("2024-01-10") == {DAILY, NEWEST}
     assert {i for i, r in plan.keep.items() if r == {PENDING}} == {b.id for b in failed}
-    assert plan.delete == ("2024-01-01", "2024-01-02", "2024-01-03")
-    assert plan.wal_keep_from == valid[3].start_lsn
+    assert plan.classes("2024-01-03") == {WINDOW_START}  # restores to Jan 4, 00:00 on start from it
+    assert plan.delete == ("2024-01-01", "2024-01-02")
+    assert plan.wal_keep_from == valid[2].start_lsn
     assert plan.wal_keep_ranges == tuple((b.start_lsn, b.stop_lsn) for b in failed)
 
 
@@ -158,7 +178,7 @@ def test_periods_are_utc():
     ]
     assert backups[0].started_at == datetime(2023, 12, 31, 23, tzinfo=UTC)
     plan = plan_retention(backups, RetentionPolicy(daily=1, monthly=0, yearly=2))
-    assert plan.classes("new-year-in-berlin") == {YEARLY}  # 2023 in UTC
+    assert plan.classes("new-year-in-berlin") == {YEARLY, WINDOW_START}  # 2023 in UTC: before Jan 2's window
 
 
 def test_timeline_rewind_keeps_wal_from_the_lowest_start():
@@ -221,10 +241,11 @@ def test_plan_as_json():
     backups = [nightly(d, i) for i, d in enumerate(days(date(2024, 1, 30), 3))]
     data = plan_retention(backups, RetentionPolicy(daily=1, monthly=2, yearly=0)).to_json_dict()
     assert json.loads(json.dumps(data)) == {
-        "keep": {"2024-01-31": ["monthly"], "2024-02-01": ["daily", "monthly", "newest"]},
+        "keep": {"2024-01-31": ["monthly", "window_start"], "2024-02-01": ["daily", "monthly", "newest"]},
         "delete": ["2024-01-30"],
-        "wal_keep_from": "0/80000028",
-        "wal_keep_ranges": [["0/40000028", "0/50000028"]],
+        "why_deleted": {"2024-01-30": "a newer backup of the same month (2024-01-31) is the monthly one"},
+        "wal_keep_from": "0/40000028",
+        "wal_keep_ranges": [],
     }
 
 
@@ -235,16 +256,23 @@ def test_plan_as_json():
 #   P1  keep and delete partition the ids; both are ordered oldest first; reasons are known ones.
 #   P2  the newest valid backup is kept as "newest"; with no valid backup nothing is deleted.
 #   P3  each class is exactly "the newest valid backup of each of the N most recent periods that have one".
-#   P4  at most daily + monthly + yearly valid backups are kept (+1 if daily is 0); the other kept
-#       ones are exactly the invalid backups newer than the newest valid one.
+#   P3b "window_start" is exactly the newest valid backup started before the oldest daily day, or
+#       the first valid backup of that day when there is none (none when daily is 0).
+#   P4  at most daily + monthly + yearly + 1 valid backups are kept; the other kept ones are
+#       exactly the invalid backups newer than the newest valid one.
 #   P5  the input order does not matter.
 #   P6  idempotence: planning again on the survivors keeps all of them, for the same reasons,
 #       with the same WAL decisions.
 #   P7  adding a backup B changes nothing for the backups newer than B (so an older backup never
-#       causes a newer kept one to be deleted); an invalid B changes nothing for anyone else.
+#       causes a newer kept one to be deleted) but the window start, which moves to an older backup;
+#       an invalid B changes nothing for anyone else.
 #       Adding a NEWER backup may of course push older ones out of their windows.
 #   P8  the WAL of every kept backup is needed, and all WAL from the oldest daily/newest backup on is.
 #   P9  the WAL of a deleted backup is not kept, unless a kept backup or the daily window needs it.
+#   P10 any sequence of backups, WAL with restore points, and prunes carried out as the plan says:
+#       every restore point still listed restores, and every one inside the daily window (whole
+#       days, from 00:00 UTC of the oldest) is listed; reachability modelled here, not taken from
+#       the plan.
 
 BASE = datetime(2020, 1, 1, tzinfo=UTC)
 
@@ -318,9 +346,20 @@ def check_p3_each_class_is_the_newest_of_the_most_recent_periods(backups, policy
             assert all(p < oldest_chosen for p in periods - {period(b) for b in chosen})
 
 
+def check_p3b_window_start(backups, policy, plan):
+    valid = sorted((b for b in backups if b.valid), key=age)
+    days = sorted({b.started_at.date() for b in valid})[-policy.daily:] if policy.daily else []
+    expected = set()
+    if days:
+        before = [b for b in valid if b.started_at.date() < days[0]]
+        expected = {before[-1].id} if before else {min((b for b in valid if b.started_at.date() == days[0]),
+                                                      key=age).id}
+    assert with_reason(plan, WINDOW_START) == expected
+
+
 def check_p4_bounded_and_pending_exactly_the_newer_invalid_ones(backups, policy, plan):
     classed = {i for i, r in plan.keep.items() if r - {PENDING}}
-    assert len(classed) <= policy.daily + policy.monthly + policy.yearly + (policy.daily == 0)
+    assert len(classed) <= policy.daily + policy.monthly + policy.yearly + 1
     valid = [b for b in backups if b.valid]
     newest = max(valid, key=age) if valid else None
     expected_pending = {b.id for b in backups if not b.valid and (newest is None or age(b) > age(newest))}
@@ -342,7 +381,7 @@ def check_p8_kept_backups_and_the_daily_window_have_their_wal(backups, policy, p
     for backup_id, reasons in plan.keep.items():
         b = by_id[backup_id]
         assert all(plan.wal_needed(f, e) for f, e in _segments_overlapping(b.start_lsn, b.stop_lsn))
-        if reasons & {DAILY, NEWEST}:
+        if reasons & {DAILY, NEWEST, WINDOW_START}:
             assert b.start_lsn >= plan.wal_keep_from
     lsn = Lsn(max(probe, plan.wal_keep_from.value))
     assert plan.wal_needed(*segment_bounds(lsn))
@@ -366,6 +405,7 @@ def test_p1_to_p4_p8_p9_plan_invariants(backups, policy, probe):
     check_p1_partition_and_order(backups, policy, plan)
     check_p2_newest_valid_always_kept(backups, policy, plan)
     check_p3_each_class_is_the_newest_of_the_most_recent_periods(backups, policy, plan)
+    check_p3b_window_start(backups, policy, plan)
     check_p4_bounded_and_pending_exactly_the_newer_invalid_ones(backups, policy, plan)
     check_p8_kept_backups_and_the_daily_window_have_their_wal(backups, policy, plan, probe)
     check_p9_wal_of_deleted_backups_is_released(backups, policy, plan)
@@ -385,7 +425,7 @@ def test_p6_idempotent(backups, policy):
     plan = plan_retention(backups, policy)
     again = plan_retention((b for b in backups if b.id in plan.keep), policy)
     assert again.delete == ()
-    assert again == RetentionPlan(plan.keep, (), plan.wal_keep_from, plan.wal_keep_ranges)
+    assert again == replace(plan, delete=(), why_deleted={})
 
 
 @PROPERTY
@@ -400,4 +440,130 @@ def test_p7_adding_a_backup_never_changes_newer_ones(backups, policy, data):
     after = plan_retention([*backups, extra], policy)
     for b in backups:
         if age(b) > age(extra) or not extra.valid:
-            assert after.classes(b.id) == before.classes(b.id), b.id
+            assert after.classes(b.id) - {WINDOW_START} == before.classes(b.id) - {WINDOW_START}, b.id
+
+
+# --- P10: the daily window stays continuous through any history of backups and prunes ----------------
+
+
+@dataclass
+class Repository:
+    """A modelled repository: backups, collected WAL (segment numbers) and restore point records."""
+
+    policy: RetentionPolicy
+    now: datetime = BASE
+    lsn: int = 0x28
+    backups: list[BackupRef] = dc_field(default_factory=list)
+    taken: list[BackupRef] = dc_field(default_factory=list)
+    """every backup ever taken, deleted ones included"""
+    collected: int = 0
+    """WAL is collected continuously: segments below this number were written to the repository"""
+    pruned: set[int] = dc_field(default_factory=set)
+    points: list[tuple[str, int, datetime]] = dc_field(default_factory=list)
+    """every restore point ever created: (name, LSN, time)"""
+    listed: set[str] = dc_field(default_factory=set)
+
+    def advance(self, minutes: int, wal_bytes: int) -> None:
+        self.now += timedelta(minutes=minutes)
+        self.lsn += wal_bytes
+
+    def restore_point(self) -> None:
+        # like collect_wal: a restore point (its LSN is the end of its record), then a segment switch
+        name = f"rp{len(self.points)}"
+        self.lsn += 0x40
+        self.points.append((name, self.lsn, self.now))
+        self.listed.add(name)
+        self.lsn = (self.lsn // SEG + 1) * SEG
+        self.collected = self.lsn // SEG
+
+    def full_backup(self, valid: bool, length: int) -> None:
+        start = self.lsn + 0x28
+        backup = BackupRef(f"b{len(self.taken):03d}", self.now, Lsn(start), Lsn(start + length), 1, valid)
+        self.lsn = start + length
+        self.backups.append(backup)
+        self.taken.append(backup)
+        self.restore_point()  # the backup's own row-count restore point, right after it ends
+
+    def prune(self) -> None:
+        """What engine.prune does with the plan: backups, then WAL, then restore point records."""
+        plan = plan_retention(self.backups, self.policy)
+        valid = [b for b in self.backups if b.valid]
+        if not valid:
+            return
+        self.backups = [b for b in self.backups if b.id not in plan.delete]
+        newest_start = max(valid, key=age).start_lsn.value
+        for number in range(self.collected):
+            name = f"00000001{number // 256:08X}{number % 256:08X}"
+            if (number + 1) * SEG <= newest_start and not plan.segment_needed(name):
+                self.pruned.add(number)
+        self.listed -= {name for name, lsn, _ in self.points if not plan.restorable(Lsn(lsn))}
+
+    def restores(self, lsn: int) -> bool:
+        """Modelled recovery: a surviving valid backup consistent by ``lsn`` and every segment from its
+        start to the one holding the restore point's record present."""
+        return any(
+            b.valid and b.stop_lsn.value <= lsn
+            and all(n < self.collected and n not in self.pruned
+                    for n in range(b.start_lsn.value // SEG, (lsn - 1) // SEG + 1))
+            for b in self.backups
+        )
+
+    def window_points(self) -> set[str]:
+        """Restore points the daily window promises: from 00:00 UTC of the oldest of the ``daily`` most
+        recent days with a valid backup, or from the first valid backup when none is older than that day."""
+        valid = [b for b in self.taken if b.valid]
+        if not valid:
+            return set()
+        if self.policy.daily == 0:
+            newest = max(valid, key=age)
+            return {name for name, lsn, _ in self.points if lsn >= newest.stop_lsn.value}
+        oldest_day = sorted({b.started_at.date() for b in valid})[-self.policy.daily:][0]
+        midnight = datetime(oldest_day.year, oldest_day.month, oldest_day.day, tzinfo=UTC)
+        if any(b.started_at < midnight for b in valid):
+            return {name for name, _, at in self.points if at >= midnight}
+        first = min((b for b in valid if b.started_at >= midnight), key=age)
+        return {name for name, lsn, _ in self.points if lsn >= first.stop_lsn.value}
+
+
+events = st.lists(st.one_of(
+    st.tuples(st.just("wal"), st.sampled_from([0, 5, 60, 600, 1440, 3000]), st.integers(0, 3 * SEG)),
+    st.tuples(st.just("full"), st.sampled_from([0, 5, 60, 600, 1440, 3000]), st.booleans(),
+              st.integers(0, 2 * SEG)),
+    st.tuples(st.just("prune")),
+), max_size=40)
+
+
+@PROPERTY
+@given(events, st.builds(RetentionPolicy, daily=st.integers(0, 4), monthly=st.integers(0, 2),
+                         yearly=st.integers(0, 1)))
+def test_p10_every_listed_restore_point_restores_and_the_daily_window_has_no_hole(history, policy):
+    repo = Repository(policy)
+    for event in [*history, ("prune",)]:
+        if event[0] == "wal":
+            repo.advance(event[1], event[2])
+            repo.restore_point()
+        elif event[0] == "full":
+            repo.advance(event[1], 0x1000)
+            repo.full_backup(event[2], event[3])
+        else:
+            repo.prune()
+            if not any(b.valid for b in repo.backups):
+                continue  # nothing is deleted without a valid backup, restore point records neither
+            unreachable = {name for name, lsn, _ in repo.points if name in repo.listed and not repo.restores(lsn)}
+            assert not unreachable, f"listed but not restorable: {sorted(unreachable)}"
+            lost = repo.window_points() - repo.listed
+            assert not lost, f"restore points inside the daily window were pruned: {sorted(lost)}"
+
+
+def test_p10_example_two_full_backups_on_the_first_day():
+    """The reported case: the day's first backup, restore points, a second full backup, retention."""
+    repo = Repository(RetentionPolicy())
+    repo.full_backup(True, SEG // 4)
+    repo.advance(60, SEG)
+    repo.restore_point()
+    between = repo.points[-1][0]
+    repo.advance(60, SEG)
+    repo.full_backup(True, SEG // 4)
+    repo.prune()
+    assert [b.id for b in repo.backups] == ["b000", "b001"]
+    assert between in repo.listed and repo.restores(repo.points[1][1])

@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pgwarden.core.lsn import Lsn
+from pgwarden.core.recovery import RestorePoint
 from pgwarden.core.walchain import MAX_LISTED, TimelineNotReachable, check_chain, missing_segments
 from pgwarden.core.walnames import (
     HistoryEntry,
@@ -161,3 +164,50 @@ def test_exactly_the_removed_segments_are_missing(first, length, switch, gone, s
     removed = gone.draw(st.sets(st.sampled_from(needed), max_size=len(needed)))
     assert missing_segments(set(needed) - removed, start_tli, start, end_tli, end, history, seg) == [
         n for n in needed if n in removed]
+
+
+def point(name: str, at: str) -> RestorePoint:
+    return RestorePoint(name, lsn(at), datetime(2026, 11, 24, 9, tzinfo=timezone.utc))
+
+
+def test_a_gap_names_the_newest_restore_point_before_it_not_after_it():
+    # segment 5 is gone: recovery from the backup (consistent at 0/2800000) stops at 0/5000000
+    present = set(segments_between(1, lsn("0/2000000"), lsn("0/7000000"))) - {"000000010000000000000005"}
+    points = [point("during_backup", "0/2400000"), point("before_gap", "0/4F00000"),
+              point("in_the_gap", "0/5800000"), point("after_gap", "0/6800000")]
+    report = check_chain(present, 1, lsn("0/2000028"), 1, lsn("0/7000000"), [], database="appdb",
+                         points=points, consistent_at=lsn("0/2800000"))
+    assert not report.ok and report.replayable_to == lsn("0/5000000")
+    assert report.reachable_point == points[1]
+    assert ("cannot replay past it: the WAL replays without a gap up to 0/5000000 on timeline 1; the newest "
+            "reachable point is restore point 'before_gap'") in report.message
+    assert "--target-name before_gap" in report.message and "after_gap" not in report.message
+    assert report.to_json_dict()["reachable_point"]["name"] == "before_gap"
+    assert report.to_json_dict()["replayable_to"] == "0/5000000"
+
+    # a restore point whose record ends exactly where the gap begins is not offered (margin)
+    edge = check_chain(present, 1, lsn("0/2000028"), 1, lsn("0/7000000"), [], database="appdb",
+                       points=[point("edge", "0/5000000")], consistent_at=lsn("0/2800000"))
+    assert edge.reachable_point is None
+    assert "no restore point is reachable between the backup's end and there" in edge.message
+    # before the backup is consistent a restore point is no target either
+    early = check_chain(present, 1, lsn("0/2000028"), 1, lsn("0/7000000"), [], database="appdb",
+                        points=[points[0]], consistent_at=lsn("0/2800000"))
+    assert early.reachable_point is None
+
+
+def test_a_complete_chain_reaches_its_end_and_the_newest_point():
+    present = set(segments_between(1, lsn("0/2000000"), lsn("0/7000000")))
+    points = [point("a", "0/3000100"), point("b", "0/6000100")]
+    report = check_chain(present, 1, lsn("0/2000028"), 1, lsn("0/7000000"), [], database="appdb", points=points)
+    assert report.ok and report.replayable_to == lsn("0/7000000") and report.reachable_point == points[1]
+
+
+def test_replayable_to_without_the_end_timelines_history_file():
+    history = [HistoryEntry(1, lsn("0/5800000"), "")]
+    present = set(segments_on_timeline(2, history, lsn("0/2000028"), lsn("0/8000000")))
+    report = check_chain(present, 1, lsn("0/2000028"), 2, lsn("0/8000000"), history, database="appdb")
+    assert report.replayable_to == lsn("0/5000000")  # recovery cannot switch to timeline 2
+    unreachable = check_chain(set(), 1, lsn("0/4000000"), 3, lsn("0/8000000"),
+                              parse_history_file("1\t0/3000000\tx\n"), database="appdb")
+    assert unreachable.replayable_to == lsn("0/4000000")

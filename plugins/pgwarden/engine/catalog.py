@@ -18,6 +18,9 @@ WAL
     the files under ``<db>/wal/`` by PostgreSQL name (compression suffix removed), the timeline
     histories, and ``coverage``: the runs of consecutive segments per timeline. The segment size is
     the newest backup's ``wal_segment_size`` (16 MiB when there is no backup).
+restore points
+    every ``<db>/restore_points/<name>.json`` record, oldest first by LSN; a record that cannot be
+    read is named in ``problems``.
 GFS classes
     ``core.retention.plan_retention`` over every backup (invalid ones with ``valid=False``) and the
     database's retention policy: what retention keeps and why, and what it would delete.
@@ -25,6 +28,7 @@ GFS classes
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -40,14 +44,15 @@ from pgwarden.core.layout import (
     backup_prefix,
     base_prefix,
     manifest_key,
+    restore_points_prefix,
     wal_file_name,
     wal_prefix,
 )
 from pgwarden.core.lsn import Lsn
 from pgwarden.core.manifest import BackupManifest
+from pgwarden.core.recovery import RestorePoint
 from pgwarden.core.retention import (
-    DAILY,
-    NEWEST,
+    PITR_REASONS,
     BackupRef,
     RetentionPlan,
     RetentionPolicy,
@@ -168,6 +173,8 @@ class Catalog:
     plan: RetentionPlan
     problems: tuple[str, ...] = field(default=())
     """things in the repository that are not as the layout says (never fatal for a listing)"""
+    restore_points: tuple[RestorePoint, ...] = field(default=())
+    """oldest first (by LSN)"""
 
     @property
     def gfs_classes(self) -> dict[str, frozenset[str]]:
@@ -195,9 +202,10 @@ class Catalog:
 
     def check_chain(self, start: BackupEntry | None = None, end: WalPosition | None = None) -> ChainReport | None:
         """Is the WAL there to replay from ``start`` (default: the oldest backup kept for point-in-time
-        recovery) to ``end`` (default: ``wal_end``)? ``None`` when there is no valid backup."""
+        recovery) to ``end`` (default: ``wal_end``)? ``None`` when there is no valid backup. On a gap
+        the report says how far ``start`` replays and the newest restore point before the gap."""
         if start is None:
-            pitr = [b for b in self.valid_backups if self.plan.classes(b.id) & {DAILY, NEWEST}]
+            pitr = [b for b in self.valid_backups if self.plan.classes(b.id) & PITR_REASONS]
             if not pitr:
                 return None
             start = pitr[0]
@@ -207,6 +215,7 @@ class Catalog:
         return check_chain(
             self.wal_names, start.manifest.timeline, start.start_lsn, end.timeline, end_lsn,
             self.history.get(end.timeline, []), self.segment_size, database=self.database,
+            points=self.restore_points, consistent_at=start.stop_lsn,
         )
 
     def to_json_dict(self) -> dict[str, Any]:
@@ -269,6 +278,29 @@ def head_many(repo: Repository, keys: list[str]) -> dict[str, ObjectInfo | None]
         return {k: repo.head(k) for k in keys}
     with ThreadPoolExecutor(max_workers=HEAD_CONCURRENCY, thread_name_prefix="pgwarden-head") as pool:
         return dict(zip(keys, pool.map(repo.head, keys), strict=True))
+
+
+def read_restore_points(repo: Repository, database: str) -> tuple[list[RestorePoint], list[str]]:
+    """Every restore point record, oldest first by LSN, and the problems of records that cannot be read."""
+    keys = [info.key for info in repo.list(restore_points_prefix(database))]
+
+    def read(key: str) -> RestorePoint | str | None:
+        try:
+            record = json.loads(repo.get_bytes(key))
+            return RestorePoint(record["name"], Lsn.parse(record["lsn"]),
+                                datetime.fromisoformat(record["created_at"]))
+        except ObjectMissing:
+            return None  # deleted since the listing (a prune running beside us)
+        except (PermanentError, ValueError, KeyError, TypeError) as exc:
+            return f"restore point record {key} cannot be read: {exc}"
+
+    if len(keys) <= 1:
+        results = [read(k) for k in keys]
+    else:
+        with ThreadPoolExecutor(max_workers=HEAD_CONCURRENCY, thread_name_prefix="pgwarden-points") as pool:
+            results = list(pool.map(read, keys))
+    points = sorted((r for r in results if isinstance(r, RestorePoint)), key=lambda p: (p.lsn, p.name))
+    return points, [r for r in results if isinstance(r, str)]
 
 
 def _read_manifest(repo: Repository, database: str, backup_id: str) -> BackupManifest | str | None:
@@ -408,9 +440,12 @@ def read_catalog(repo: Repository, database: str, policy: RetentionPolicy | None
         tli = max(segments)
         wal_end = WalPosition(tli, Lsn((max(segments[tli]) + 1) * seg_size))
 
+    points, point_problems = read_restore_points(repo, database)
+    problems += point_problems
     plan = plan_retention([b.ref() for b in backups], policy)
     return Catalog(
         database=database, url=repo.url, policy=policy, backups=tuple(backups), orphans=tuple(orphans),
         unreadable=tuple(unreadable), wal=tuple(wal), segment_size=seg_size, history=history,
         coverage=tuple(coverage), wal_end=wal_end, plan=plan, problems=tuple(problems),
+        restore_points=tuple(points),
     )

@@ -37,12 +37,24 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from pgwarden.core.layout import MANIFEST_NAME, backup_prefix, manifest_key, restore_points_prefix
+from pgwarden.core.layout import (
+    MANIFEST_NAME,
+    backup_prefix,
+    manifest_key,
+    restore_point_key,
+    restore_points_prefix,
+)
 from pgwarden.core.retention import RetentionPolicy
 from pgwarden.core.units import format_size
 from pgwarden.engine.catalog import BackupEntry, head_many, read_catalog
 from pgwarden.engine.errors import PermanentError, PgwardenError
-from pgwarden.engine.prune import DEFAULT_ORPHAN_AGE, PruneResult, deletable_wal, prune
+from pgwarden.engine.prune import (
+    DEFAULT_ORPHAN_AGE,
+    PruneResult,
+    deletable_wal,
+    prune,
+    unreachable_restore_points,
+)
 from pgwarden.engine.repository import ObjectInfo, Repository
 
 logger = logging.getLogger(__name__)
@@ -204,9 +216,11 @@ def copy_offsite(
     if result.wal_copied:
         say(f"copied {result.wal_copied} WAL file(s) ({format_size(result.wal_bytes)}) to {dst.url}")
 
-    # Restore-point records let a restore from the off-site copy resolve names and times too.
+    # Restore-point records let a restore from the off-site copy resolve names and times too; not
+    # those retention is about to delete (their WAL is not copied either).
     points_prefix = restore_points_prefix(database)
     present = {info.key for info in dst.list(points_prefix)}
+    present |= {restore_point_key(database, p.name) for p in unreachable_restore_points(catalog)}
     for info in src.list(points_prefix):
         if info.key not in present:
             dst.put_bytes(info.key, src.get_bytes(info.key))

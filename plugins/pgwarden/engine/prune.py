@@ -2,6 +2,9 @@
 
 ``prune(repo, database, policy)`` reads the catalog (``engine.catalog``) and deletes, in this order:
 
+0. restore point records the plan makes unreachable (``RetentionPlan.restorable``): their WAL or
+   the backups they restore from are about to go. First, so a prune killed half way never leaves
+   a listed restore point that cannot be restored; skipped whenever WAL is kept (step 3);
 1. backups the plan deletes: those outside the GFS set, and invalid ones older than the newest valid
    backup. Their ``pgwarden.json`` goes FIRST, then the rest of the folder, so a prune killed half way
    leaves an orphan (which a later run removes), never a half-deleted backup that looks valid;
@@ -26,8 +29,9 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from pgwarden.core.layout import manifest_key
-from pgwarden.core.retention import RetentionPolicy
+from pgwarden.core.layout import manifest_key, restore_point_key
+from pgwarden.core.recovery import RestorePoint
+from pgwarden.core.retention import RetentionPolicy, describe_kept
 from pgwarden.core.units import format_size
 from pgwarden.core.walnames import (
     is_backup_history_name,
@@ -43,6 +47,7 @@ from pgwarden.engine.repository import Repository
 logger = logging.getLogger(__name__)
 
 DEFAULT_ORPHAN_AGE = timedelta(days=1)
+MAX_REASONS_IN_SUMMARY = 5
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,8 @@ class PruneResult:
     kept: dict[str, list[str]]
     """backup id -> why it is kept, oldest first"""
     deleted_backups: tuple[str, ...] = ()
+    why_deleted: dict[str, str] = field(default_factory=dict)
+    """backup id -> why it goes, in plain words"""
     backup_objects: int = 0
     backup_bytes: int = 0
     deleted_orphans: tuple[str, ...] = ()
@@ -67,13 +74,15 @@ class PruneResult:
     wal_deleted_range: tuple[str, str] | None = None
     """the oldest and newest WAL file names deleted"""
     wal_kept: int = 0
+    deleted_restore_points: tuple[str, ...] = ()
+    """names of restore points no kept backup and WAL reach any more"""
     unreadable: tuple[str, ...] = ()
     skipped: list[str] = field(default_factory=list)
     """why parts of the prune did not run (no valid backup, unreadable manifests)"""
 
     @property
     def objects(self) -> int:
-        return self.backup_objects + self.orphan_objects + self.wal_objects
+        return self.backup_objects + self.orphan_objects + self.wal_objects + len(self.deleted_restore_points)
 
     @property
     def bytes(self) -> int:
@@ -83,10 +92,14 @@ class PruneResult:
         verb = "would delete" if self.dry_run else "deleted"
         text = (
             f"{self.database} in {self.url}: {verb} {len(self.deleted_backups)} backup(s), "
-            f"{len(self.deleted_orphans)} orphan folder(s) and {self.wal_objects} WAL file(s): "
-            f"{self.objects} objects, {format_size(self.bytes)}; kept {len(self.kept)} backup(s) and "
-            f"{self.wal_kept} WAL file(s)"
+            f"{len(self.deleted_orphans)} orphan folder(s), {self.wal_objects} WAL file(s) and "
+            f"{len(self.deleted_restore_points)} restore point record(s): {self.objects} objects, "
+            f"{format_size(self.bytes)}; kept {len(self.kept)} backup(s) and {self.wal_kept} WAL file(s)"
         )
+        for backup_id in self.deleted_backups[:MAX_REASONS_IN_SUMMARY]:
+            text += f"; backup {backup_id} goes: {self.why_deleted.get(backup_id, '?')}"
+        if len(self.deleted_backups) > MAX_REASONS_IN_SUMMARY:
+            text += f"; {len(self.deleted_backups) - MAX_REASONS_IN_SUMMARY} more backup(s), reasons in the log above"
         if self.young_orphans:
             text += f"; {len(self.young_orphans)} young orphan folder(s) left (may be in progress)"
         for reason in self.skipped:
@@ -100,6 +113,7 @@ class PruneResult:
             "dry_run": self.dry_run,
             "kept": self.kept,
             "deleted_backups": list(self.deleted_backups),
+            "why_deleted": dict(self.why_deleted),
             "backup_objects": self.backup_objects,
             "backup_bytes": self.backup_bytes,
             "deleted_orphans": list(self.deleted_orphans),
@@ -110,6 +124,7 @@ class PruneResult:
             "wal_bytes": self.wal_bytes,
             "wal_deleted_range": list(self.wal_deleted_range) if self.wal_deleted_range else None,
             "wal_kept": self.wal_kept,
+            "deleted_restore_points": list(self.deleted_restore_points),
             "unreadable": list(self.unreadable),
             "skipped": list(self.skipped),
             "objects": self.objects,
@@ -150,6 +165,13 @@ def deletable_wal(catalog: Catalog) -> list[WalObject]:
     return doomed
 
 
+def unreachable_restore_points(catalog: Catalog) -> list[RestorePoint]:
+    """Restore points retention makes unreachable (module docstring, step 0); ``[]`` whenever WAL is kept."""
+    if catalog.newest_valid is None or catalog.unreadable:
+        return []
+    return [p for p in catalog.restore_points if not catalog.plan.restorable(p.lsn, catalog.segment_size)]
+
+
 def prune(
     repo: Repository,
     database: str,
@@ -186,6 +208,7 @@ def prune(
     old_orphans = [o for o in catalog.orphans if o.newest_modified is not None and o.newest_modified < cutoff]
     young = tuple(o.backup_id for o in catalog.orphans if o not in old_orphans)
     wal = deletable_wal(catalog)
+    points = unreachable_restore_points(catalog)
     if catalog.unreadable:
         result.skipped.append(
             f"WAL kept: {len(catalog.unreadable)} backup folder(s) have an unreadable pgwarden.json "
@@ -195,6 +218,7 @@ def prune(
     result = replace(
         result,
         deleted_backups=tuple(b.id for b in doomed),
+        why_deleted={b.id: _why(b, plan.why_deleted[b.id]) for b in doomed},
         backup_objects=sum(len(b.objects) for b in doomed),
         backup_bytes=sum(b.stored_bytes for b in doomed),
         deleted_orphans=tuple(o.backup_id for o in old_orphans),
@@ -205,12 +229,19 @@ def prune(
         wal_bytes=sum(w.size for w in wal),
         wal_deleted_range=(names[0], names[-1]) if names else None,
         wal_kept=len(catalog.wal) - len(wal),
+        deleted_restore_points=tuple(p.name for p in points),
     )
 
+    for backup_id, reasons in plan.keep.items():
+        say(f"{mode}keeping backup {database}/{backup_id}: {describe_kept(reasons)}")
+    if points:
+        say(f"{mode}deleting {len(points)} restore point record(s) {points[0].name} .. {points[-1].name}: "
+            f"no kept backup and WAL reach them any more")
+        if not dry_run:
+            repo.delete([restore_point_key(database, p.name) for p in points])
     for backup in doomed:
-        why = f"invalid: {backup.problems[0]}" if not backup.valid else "outside the GFS set"
-        say(f"{mode}deleting backup {database}/{backup.id} ({why}; {len(backup.objects)} objects, "
-            f"{format_size(backup.stored_bytes)})")
+        say(f"{mode}deleting backup {database}/{backup.id}: {result.why_deleted[backup.id]} "
+            f"({len(backup.objects)} objects, {format_size(backup.stored_bytes)})")
         if not dry_run:
             manifest = manifest_key(database, backup.id)
             repo.delete([manifest])  # first: from here on it is an orphan, never a backup that looks valid
@@ -229,3 +260,8 @@ def prune(
             repo.delete([w.key for w in wal])
     say(f"{mode}{result.summary()}")
     return result
+
+
+def _why(backup, planned: str) -> str:
+    """The plan's reason, with what is wrong with an invalid backup."""
+    return f"{planned}; what is wrong: {backup.problems[0]}" if not backup.valid and backup.problems else planned

@@ -10,7 +10,6 @@ to reach the target.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tarfile
@@ -18,15 +17,16 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import timezone
 from pathlib import Path
 
 from pgwarden.core import layout
 from pgwarden.core.lsn import Lsn
-from pgwarden.core.recovery import Action, RecoveryTarget, recovery_settings, render_auto_conf
+from pgwarden.core.recovery import Action, RecoveryTarget, RestorePoint, recovery_settings, render_auto_conf
+from pgwarden.core.walchain import describe_reachable
 from pgwarden.core.walnames import segments_on_timeline
 from pgwarden.engine import compress, pgtools
-from pgwarden.engine.catalog import BackupEntry, Catalog, read_catalog
+from pgwarden.engine.catalog import BackupEntry, Catalog, read_catalog, read_restore_points
 from pgwarden.engine.cluster import LocalCluster, port_in_use
 from pgwarden.engine.errors import PermanentError, PgwardenError
 from pgwarden.engine.postgres import connect
@@ -34,13 +34,6 @@ from pgwarden.engine.postgres import connect
 Log = Callable[[str], None]
 
 WAL_FETCH_WORKERS = 3
-
-
-@dataclass(frozen=True)
-class RestorePoint:
-    name: str
-    lsn: Lsn
-    created_at: datetime
 
 
 @dataclass
@@ -65,12 +58,8 @@ class RestoreResult:
 
 
 def list_restore_points(repo, database: str) -> list[RestorePoint]:
-    points = []
-    for info in repo.list(layout.restore_points_prefix(database)):
-        record = json.loads(repo.get_bytes(info.key))
-        points.append(RestorePoint(record["name"], Lsn.parse(record["lsn"]),
-                                   datetime.fromisoformat(record["created_at"])))
-    return sorted(points, key=lambda p: p.lsn)
+    """Every restore point record of ``database``, oldest first by LSN (unreadable records left out)."""
+    return read_restore_points(repo, database)[0]
 
 
 def choose_backup(catalog: Catalog, target: RecoveryTarget, points: list[RestorePoint],
@@ -119,23 +108,39 @@ def choose_backup(catalog: Catalog, target: RecoveryTarget, points: list[Restore
 
 def _check_reachable(catalog: Catalog, backup: BackupEntry, target: RecoveryTarget, target_lsn: Lsn | None,
                      points: list[RestorePoint]) -> None:
-    """Fail before downloading anything when the WAL cannot reach the target."""
-    end = catalog.wal_end
-    newest = points[-1] if points else None
-    reachable = (f"the newest reachable point is {end.lsn} on timeline {end.timeline}"
-                 + (f" (restore point {newest.name!r}, {newest.created_at.isoformat()})" if newest else "")
-                 if end else "there is no WAL after the backup")
-    if target_lsn is not None and (end is None or target_lsn >= end.lsn):
-        raise PermanentError(f"target {target.describe()} ({target_lsn}) is beyond the newest WAL in "
-                             f"{catalog.url}: {reachable}")
-    if target.kind == "time" and target.time is not None and newest and target.time > newest.created_at:
-        raise PermanentError(f"target {target.describe()} is beyond the newest WAL in {catalog.url}: {reachable}")
-    end_position = end if target_lsn is None else type(end)(end.timeline, target_lsn)  # type: ignore[union-attr]
-    if target.kind == "immediate" or end is None:
+    """Fail before downloading anything when the WAL cannot reach the target.
+
+    The error names the newest point a restore from ``backup`` does reach: the last position before
+    the first gap in the WAL after it, and the newest restore point before that, never one beyond it.
+    """
+    if target.kind == "immediate":
         return
-    chain = catalog.check_chain(start=backup, end=end_position)
+    end = catalog.wal_end
+    chain = catalog.check_chain(start=backup) if end is not None else None
+    if chain is not None:
+        reachable = describe_reachable(chain.replayable_to, chain.end_timeline, chain.reachable_point)
+        replayable = chain.replayable_to
+    else:
+        reachable = f"there is no WAL in the repository after the backup, which ends at {backup.stop_lsn}"
+        replayable = backup.stop_lsn
+    needed = target_lsn
+    if target.kind == "time" and target.time is not None and points:
+        # Recovery to a time stops at the first commit after it; a restore point made after that
+        # time follows such a commit (create_restore_point), so the WAL up to it is enough.
+        later = [p.lsn for p in points if p.created_at >= target.time]
+        if not later:
+            raise PermanentError(f"target {target.describe()} is beyond the newest WAL in {catalog.url}: {reachable}")
+        needed = min(later)
+    if needed is None:
+        if chain is not None and not chain.ok:
+            raise PermanentError(chain.message)
+        return
+    if needed < replayable:
+        return
     if chain is not None and not chain.ok:
-        raise PermanentError(f"{chain.message}. {reachable}")
+        raise PermanentError(chain.message)
+    raise PermanentError(f"target {target.describe()} ({needed}) is beyond the newest WAL in {catalog.url}: "
+                         f"{reachable}")
 
 
 def _unpack_object(repo, key: str, sha256: str | None, dest: Path) -> None:
@@ -233,7 +238,7 @@ def plan_restore(repo, database: str, target: RecoveryTarget, *, backup_id: str 
                  catalog: Catalog | None = None) -> RestorePlan:
     """Choose the backup and check the WAL reaches the target; raise saying why not."""
     catalog = catalog or read_catalog(repo, database)
-    points = list_restore_points(repo, database)
+    points = list(catalog.restore_points)
     backup, target_lsn = choose_backup(catalog, target, points, backup_id)
     _check_reachable(catalog, backup, target, target_lsn, points)
     return RestorePlan(catalog, backup, target, target_lsn, points)
