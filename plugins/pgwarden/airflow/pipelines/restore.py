@@ -79,7 +79,8 @@ def build(database: str, db_config: DatabaseConfig, defaults: Defaults) -> list[
             schedule=verify.schedule, doc_md=VERIFY_DOC.format(**fmt),
             description=f"Monthly restore drill of {database}: restore, check, measure RTO/RPO",
             params={
-                "backup_id": Param(None, type=["null", "string"], description="drill this backup id"),
+                "backup_id": Param(None, type=["null", "string"],
+                                   description="drill this backup id; empty: the newest valid backup"),
                 "old_backup": Param(False, type="boolean", description="also restore the oldest monthly/yearly"),
             },
             dagrun_timeout=timedelta(hours=24),
@@ -99,18 +100,27 @@ def build(database: str, db_config: DatabaseConfig, defaults: Defaults) -> list[
         database=database, concern="pitr_restore", db_config=db_config, defaults=defaults, schedule=None,
         doc_md=PITR_DOC.format(**fmt),
         description=f"Manual point-in-time recovery of {database} into a directory, after approval",
+        # Optional params are null by default with a type that allows null: Airflow's trigger form marks a
+        # param required (and disables Trigger) when its type excludes null and the value is empty.
         params={
-            "target_kind": Param("latest", enum=["latest", "time", "name", "lsn"]),
-            "target_value": Param("", type="string", description="time (ISO 8601 with zone), restore point or LSN"),
-            "backup_id": Param("", type="string", description="force a base backup (empty: the best one)"),
-            "destination": Param(f"/var/tmp/pgwarden-restore/{database}", type="string", minLength=1),
-            "port": Param("", type="string", description="free port for the restored server; empty = any"),
-            "action": Param("promote", enum=["promote", "pause"]),
+            "target_kind": Param("latest", type="string", enum=["latest", "time", "name", "lsn"],
+                                 description="latest, time, name (a restore point) or lsn"),
+            "target_value": Param(None, type=["null", "string"],
+                                  description="time (ISO 8601 with zone), restore point or LSN; empty: none (for latest)"),
+            "backup_id": Param(None, type=["null", "string"],
+                               description="force a base backup; empty: the best one for the target"),
+            "destination": Param(f"/var/tmp/pgwarden-restore/{database}", type="string", minLength=1,
+                                 description="a directory on the worker, missing or without files"),
+            "port": Param(None, type=["null", "integer"], minimum=1, maximum=65535,
+                          description="free port for the restored server; empty: any free port"),
+            "action": Param("promote", type="string", enum=["promote", "pause"],
+                            description="promote (writable) or pause (read-only at the target)"),
         },
         default_args={"retries": 0},
     ) as pitr_dag:
-        target = {"target_kind": "{{ params.target_kind }}", "target_value": "{{ params.target_value }}",
-                  "backup_id": "{{ params.backup_id }}"}
+        # `or ''`: an empty (null) param renders as '' rather than 'None'.
+        target = {"target_kind": "{{ params.target_kind }}", "target_value": "{{ params.target_value or '' }}",
+                  "backup_id": "{{ params.backup_id or '' }}"}
         plan = PlanRestoreOperator(task_id="plan", database=database, db_config=db_config, **target)
         approve = ApprovalOperator(
             task_id="approve",
@@ -122,7 +132,7 @@ def build(database: str, db_config: DatabaseConfig, defaults: Defaults) -> list[
         )
         restore = PitrRestoreOperator(
             task_id="restore", database=database, db_config=db_config, destination="{{ params.destination }}",
-            port="{{ params.port }}", action="{{ params.action }}", **target,
+            port="{{ params.port or '' }}", action="{{ params.action }}", **target,
         )
         plan >> approve >> restore
     dags.append(pitr_dag)
