@@ -8,6 +8,7 @@ from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import DAG, Param
 
 from pgwarden.airflow.operators.restore import (
+    PLAN_MARKDOWN_KEY,
     PitrRestoreOperator,
     PlanRestoreOperator,
     PrepareScratchOperator,
@@ -124,10 +125,12 @@ def build(database: str, db_config: DatabaseConfig, defaults: Defaults) -> list[
         plan = PlanRestoreOperator(task_id="plan", database=database, db_config=db_config, **target)
         approve = ApprovalOperator(
             task_id="approve",
-            subject=f"Restore {database} to {{{{ params.target_kind }}}} {{{{ params.target_value }}}}?",
+            subject=(f"Restore {database} to {{{{ params.target_kind }}}}"
+                     "{% if params.target_value %} {{ params.target_value }}{% endif %}?"),
             body=(f"**{database}** will be restored from `{db_config.repository.url}` into "
                   "`{{ params.destination }}` (port {{ params.port or 'any free' }}, action "
-                  "{{ params.action }}).\n\nPlan:\n```\n{{ ti.xcom_pull(task_ids='plan') | tojson(indent=2) }}\n```"),
+                  "{{ params.action }}).\n\n**Plan**\n\n"
+                  f"{{{{ ti.xcom_pull(task_ids='plan', key='{PLAN_MARKDOWN_KEY}') }}}}"),
             response_timeout=timedelta(days=1),
         )
         restore = PitrRestoreOperator(
