@@ -38,6 +38,10 @@ port on the worker. The production database is never contacted.
 **Run it by hand.** Trigger with params: `backup_id` to drill a specific backup, `old_backup` to also
 restore the oldest monthly/yearly one.
 
+**Reading the log.** One line per drill: PASSED or FAILED, measured RTO and RPO against their targets, and
+each failed check with its value; then the LSN, time and timeline reached and the evidence object's URL.
+Before the first full backup there is nothing to drill and `restore_and_check` is skipped.
+
 **When it fails.** The task log lists each failed check: a checksum mismatch names the object; a WAL
 gap names the missing segment and the newest reachable point; missed RTO/RPO targets give the
 measured values. The teardown task always removes the scratch server; the next run's setup removes any
