@@ -73,8 +73,7 @@ class DrillEvidence(BaseModel):
                     f"RPO {_measured(self.rpo_seconds, self.rpo_target_seconds)}")
         if self.passed:
             return f"drill {self.drill_id} PASSED: {measured}; checks ok: {', '.join(c.name for c in self.checks)}"
-        failed = [f"error: {self.error.splitlines()[0]}"] if self.error else []
-        failed += [f"{c.name}: {c.detail}" for c in self.checks if not c.ok]
+        failed = [failure.splitlines()[0] for failure in self.failures()]  # an error may carry a log tail
         return f"drill {self.drill_id} FAILED: {'; '.join(failed) or 'no check ran'}; {measured}"
 
     def summary(self) -> dict[str, object]:
