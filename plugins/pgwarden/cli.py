@@ -34,7 +34,7 @@ def cmd_config_validate(args: argparse.Namespace) -> int:
         print(f"error {issue}", file=sys.stderr)
     if config.broken:
         print(f"{len(config.broken)} of {len(config.databases) + len(config.broken)} database entries "
-              f"have errors in {path}", file=sys.stderr)
+              f"{'has' if len(config.broken) == 1 else 'have'} errors in {path}", file=sys.stderr)
         return 1
     print(f"{path}: {len(config.databases)} database(s), no errors")
     return 0

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from pgwarden.core.units import format_duration
 from pgwarden.engine.catalog import read_catalog
 from pgwarden.engine.prune import deletable_wal
 from tests.dags.conftest import run_dag
@@ -58,7 +59,8 @@ def drill_evidence(s3) -> list[dict]:
 
 
 @pytest.mark.integration
-def test_full_incremental_and_drill(appdb, s3) -> None:
+def test_full_incremental_and_drill(appdb, s3, capfd, monkeypatch) -> None:
+    monkeypatch.setenv("AIRFLOW__LOGGING__LOGGING_LEVEL", "INFO")  # the session runs at WARNING; read per task
     states, _ = run_dag("shop.backup_full")
     assert states == {"base_backup": "success", "retention": "success", "offsite_copy": "success"}
     [manifest_key] = [k for k in objects(s3, "pg/shop/base/") if k.endswith("pgwarden.json")]
@@ -85,6 +87,15 @@ def test_full_incremental_and_drill(appdb, s3) -> None:
     assert evidence["backup_id"] == backup_id
     assert evidence["rto_seconds"] > 0 and evidence["rpo_seconds"] >= 0
     assert evidence["target"].startswith("restore point 'pgwarden_shop_")
+    # The task log carries the numbers: RTO/RPO against their targets, the reached position, the evidence.
+    output = "".join(capfd.readouterr())
+    drill = evidence["drill_id"]
+    assert (f"drill {drill} PASSED: RTO {format_duration(evidence['rto_seconds'])} (target 1h, met), "
+            f"RPO {format_duration(evidence['rpo_seconds'])} (target 1h, met)") in output
+    assert evidence["reached_lsn"] and evidence["timeline"]
+    assert f"reached LSN {evidence['reached_lsn']} (" in output and f"timeline {evidence['timeline']})" in output
+    assert f"evidence: s3://{BUCKET}/pg/shop/drills/{drill}.json" in output
+    assert "LSN None" not in output
 
 
 @pytest.mark.integration

@@ -31,7 +31,8 @@ def test_project_dags_import_without_errors() -> None:
         assert dag.max_active_runs == 1 and not dag.catchup
 
 
-def test_broken_database_entry_is_an_import_error_for_that_database_only(tmp_path, monkeypatch) -> None:
+def test_broken_database_entry_is_an_import_error_and_a_stand_in_for_that_database_only(tmp_path,
+                                                                                        monkeypatch) -> None:
     config = tmp_path / "pgwarden.yaml"
     config.write_text(textwrap.dedent("""
         databases:
@@ -45,10 +46,11 @@ def test_broken_database_entry_is_an_import_error_for_that_database_only(tmp_pat
     monkeypatch.setenv("PGWARDEN_CONFIG", str(config))
     bag = dagbag()
     assert "good.healthcheck" in bag.dag_ids
-    assert not any(d.startswith("broken.") for d in bag.dag_ids)
+    assert [d for d in bag.dag_ids if d.startswith("broken.")] == ["broken.config_error"]
     [(path, message)] = bag.import_errors.items()
     assert path.endswith("pgwarden_config_errors.py")
     assert "database 'broken'" in message and "databases.broken.repository.url" in message
+    assert "1 database entry is invalid and has no DAGs but a failing" in message
 
 
 def test_parse_does_no_network_io_and_stays_in_budget() -> None:

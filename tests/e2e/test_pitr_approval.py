@@ -57,7 +57,7 @@ def test_pitr_restore_waits_for_approval_then_restores(demo_base: Path) -> None:
         destination.parent.mkdir(parents=True)
         destination.parent.chmod(0o755)
         run = api.trigger("appdb.pitr_restore", {"target_kind": "latest", "destination": str(destination),
-                                                 "port": "", "action": "promote"})
+                                                 "port": None, "action": "promote"})
         run_id = run["dag_run_id"]
         state = _wait_for_state(api, "appdb.pitr_restore", run_id, "approve", {"deferred", "awaiting_input"})
         assert state in ("deferred", "awaiting_input"), f"approve is {state}"

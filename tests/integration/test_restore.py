@@ -18,6 +18,7 @@ from pgwarden.core import layout
 from pgwarden.core.config import BackupConfig, RepositoryConfig
 from pgwarden.core.recovery import RecoveryTarget
 from pgwarden.core.retention import RetentionPolicy
+from pgwarden.core.units import format_duration
 from pgwarden.core.walnames import segment_name, segment_start
 from pgwarden.engine.backup_full import take_full_backup
 from pgwarden.engine.catalog import read_catalog
@@ -288,8 +289,9 @@ def test_drill_checks_smoke_queries_and_targets(history, tmp_path) -> None:
     (smoke / "impossible.sql").write_text("SELECT count(*) = 0 FROM items")
     scratch = base / "drill-a"
     scratch.mkdir()
+    lines: list[str] = []
     evidence = run_drill(repo, "db", drill_config(rto_target="0s"), scratch=scratch, dbname="postgres",
-                         smoke_dir=smoke)
+                         smoke_dir=smoke, log=lines.append)
     checks = {c.name: c for c in evidence.checks}
     assert checks["row_counts"].ok and checks["pg_verifybackup"].ok and checks["amcheck"].ok
     assert checks["smoke:all_items_back"].ok and not checks["smoke:impossible"].ok
@@ -297,6 +299,12 @@ def test_drill_checks_smoke_queries_and_targets(history, tmp_path) -> None:
     assert not evidence.passed and evidence.target == "restore point 'rp_1700'"
     assert json.loads(repo.get_bytes(f"db/drills/{evidence.drill_id}.json"))["checks"]
     assert not (scratch / "data").exists()  # the drill removes its server and data
+    # The summary line names each failed check with its measured value, and the measured RTO/RPO.
+    [summary] = [line for line in lines if line.startswith(f"drill {evidence.drill_id} FAILED: ")]
+    assert f"rto: {checks['rto'].detail}" in summary and "smoke:impossible: returned False" in summary
+    assert "smoke:all_items_back" not in summary
+    assert f"RTO {format_duration(evidence.rto_seconds)} (target 0.0s, MISSED)" in summary
+    assert f"RPO {format_duration(evidence.rpo_seconds)} (target " in summary
 
 
 @pytest.mark.integration

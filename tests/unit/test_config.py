@@ -44,8 +44,30 @@ def test_unknown_key_is_named_with_its_path() -> None:
         repository: {url: "s3://b/p"}
         backup: {full_schedul: "0 2 * * *"}
     """)
-    assert problems == ["cfg.yaml: databases.appdb.backup.full_schedul: unknown key; check its spelling "
-                        "against the documented keys in README"]
+    assert problems == ["cfg.yaml: databases.appdb.backup.full_schedul: unknown key; did you mean "
+                        "`full_schedule`?"]
+
+
+def test_unknown_key_suggests_the_nearest_key_of_its_own_section() -> None:
+    problems = issues_for("""
+        conn_id: pg
+        repository: {url: "s3://b/p", conn_idd: aws}
+        bakup: {}
+        backup: {compresion: zstd, retention: {dayly: 7}}
+        healthcheck: {standbys: [{conn_id: s, max_replay_lagg: 1m}]}
+        verify: {xyzzy: 1}
+    """)
+    assert sorted(problems) == sorted([
+        "cfg.yaml: databases.appdb.repository.conn_idd: unknown key; did you mean `conn_id`?",
+        "cfg.yaml: databases.appdb.bakup: unknown key; did you mean `backup`?",
+        "cfg.yaml: databases.appdb.backup.compresion: unknown key; did you mean `compression`?",
+        "cfg.yaml: databases.appdb.backup.retention.dayly: unknown key; did you mean `daily`?",
+        "cfg.yaml: databases.appdb.healthcheck.standbys.0.max_replay_lagg: unknown key; did you mean "
+        "`max_replay_lag`?",
+        # nothing close: say where the keys are documented
+        "cfg.yaml: databases.appdb.verify.xyzzy: unknown key; check its spelling against the documented keys "
+        "in README",
+    ])
 
 
 def test_missing_connection_id() -> None:
@@ -147,7 +169,15 @@ def test_cli_config_validate(tmp_path, capsys) -> None:
     assert main(["--config", str(path), "config", "validate"]) == 1
     err = capsys.readouterr().err
     assert f"{path}: databases.broken.repository.url: unknown repository URL scheme 'ftp'" in err
-    assert "1 of 3 database entries have errors" in err
+    assert "1 of 3 database entries has errors" in err
+
+    path.write_text(GOOD.replace("conn_id: pg_other", "conn_id: pg_other\n    backup: {compresion: zstd}")
+                    .replace("    backup: {retention", "    verify: {enabled: true}\n    bakup: {retention"))
+    assert main(["--config", str(path), "config", "validate"]) == 1
+    err = capsys.readouterr().err
+    assert "databases.other.backup.compresion: unknown key; did you mean `compression`?" in err
+    assert "databases.other.bakup: unknown key; did you mean `backup`?" in err
+    assert "1 of 2 database entries has errors" in err
 
 
 def test_cli_missing_file(tmp_path, capsys) -> None:

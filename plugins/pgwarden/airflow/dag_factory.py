@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from airflow.sdk import DAG
 
-from pgwarden.airflow.pipelines import backup, healthcheck, restore
+from pgwarden.airflow.pipelines import backup, config_error, healthcheck, restore
 from pgwarden.core.config import DatabaseConfig, Defaults, PgwardenConfig
 from pgwarden.engine.config_file import load_config
 
@@ -21,13 +21,19 @@ PIPELINES: tuple[Builder, ...] = (healthcheck.build, backup.build, restore.build
 
 
 def build_dags(config: PgwardenConfig | None = None) -> dict[str, DAG]:
-    """All DAGs of every well-formed database entry, keyed by dag_id."""
+    """All DAGs of every well-formed database entry, and a failing stand-in for each broken one, by dag_id."""
     config = config or load_config()
     dags: dict[str, DAG] = {}
     for database, db_config in config.databases.items():
         for build in PIPELINES:
             for dag in build(database, db_config, config.defaults):
                 dags[dag.dag_id] = dag
+    for database, issues in config.broken.items():
+        try:
+            stand_ins = config_error.build(database, issues, config.broken_entries.get(database), config.defaults)
+        except ValueError:
+            continue  # a name no DAG id can carry: the import error below is its only trace
+        dags.update((dag.dag_id, dag) for dag in stand_ins)
     return dags
 
 
@@ -36,12 +42,14 @@ class BrokenDatabaseConfig(ValueError):
 
 
 def raise_for_broken_databases(config: PgwardenConfig | None = None) -> None:
-    """Raise one error listing every broken database entry (their DAGs are not built)."""
+    """Raise one error listing every broken database entry (each gets a failing ``<db>.config_error`` DAG)."""
     config = config or load_config()
     if not config.broken:
         return
-    lines = [f"{len(config.broken)} database entr{'y is' if len(config.broken) == 1 else 'ies are'} "
-             f"invalid and have no DAGs until fixed (the other databases are not affected):"]
+    one = len(config.broken) == 1
+    lines = [f"{len(config.broken)} database {'entry is' if one else 'entries are'} invalid and "
+             f"{'has' if one else 'have'} no DAGs but a failing <database>.config_error until fixed "
+             f"(the other databases are not affected):"]
     for database, issues in config.broken.items():
         lines.append(f"- database {database!r}:")
         lines.extend(f"    {issue}" for issue in issues)

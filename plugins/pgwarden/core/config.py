@@ -7,6 +7,7 @@ here: the config names Airflow connection ids.
 
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -238,19 +239,51 @@ class PgwardenConfig:
     defaults: Defaults
     databases: dict[str, DatabaseConfig] = field(default_factory=dict)
     broken: dict[str, list[ConfigIssue]] = field(default_factory=dict)
+    # Each broken entry as written, for what can still be read from it (its stand-in DAG's schedule).
+    broken_entries: dict[str, Any] = field(default_factory=dict)
 
     @property
     def issues(self) -> list[ConfigIssue]:
         return [issue for issues in self.broken.values() for issue in issues]
 
 
-def _issues_from(exc: ValidationError, source: str, prefix: str) -> list[ConfigIssue]:
+def _keys_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """The keys the model accepts at ``loc`` (a pydantic error location; list indices are skipped)."""
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        info = model.model_fields.get(str(part))
+        if info is None:
+            return []
+        nested = [t for t in _types_in(info.annotation) if isinstance(t, type) and issubclass(t, BaseModel)]
+        if not nested:
+            return []
+        model = nested[0]
+    return list(model.model_fields)
+
+
+def _types_in(annotation: Any) -> list[Any]:
+    """``X``, ``X | None``, ``list[X]``, ``Annotated[X, ...]`` -> the types inside."""
+    args = getattr(annotation, "__args__", None)
+    if not args:
+        return [annotation]
+    return [t for arg in args for t in _types_in(arg)]
+
+
+def _unknown_key(model: type[BaseModel], loc: tuple[Any, ...]) -> str:
+    close = difflib.get_close_matches(str(loc[-1]), _keys_at(model, loc[:-1]), n=1)
+    if close:
+        return f"unknown key; did you mean `{close[0]}`?"
+    return "unknown key; check its spelling against the documented keys in README"
+
+
+def _issues_from(exc: ValidationError, source: str, prefix: str, model: type[BaseModel]) -> list[ConfigIssue]:
     issues = []
     for error in exc.errors():
         loc = ".".join(str(p) for p in error["loc"])
         path = f"{prefix}.{loc}" if loc else prefix
         if error["type"] == "extra_forbidden":
-            message = "unknown key; check its spelling against the documented keys in README"
+            message = _unknown_key(model, error["loc"])
         elif error["type"] == "missing":
             message = "required key is missing"
         else:
@@ -285,7 +318,7 @@ def parse_config(text: str, source: str) -> PgwardenConfig:
     try:
         defaults = Defaults.model_validate(raw.get("defaults") or {})
     except ValidationError as exc:
-        raise ConfigError(_issues_from(exc, source, "defaults")) from exc
+        raise ConfigError(_issues_from(exc, source, "defaults", Defaults)) from exc
 
     databases_raw = raw.get("databases") or {}
     if not isinstance(databases_raw, dict):
@@ -309,5 +342,6 @@ def parse_config(text: str, source: str) -> PgwardenConfig:
         try:
             databases[name] = DatabaseConfig.model_validate(merged)
         except ValidationError as exc:
-            broken[name] = _issues_from(exc, source, path)
-    return PgwardenConfig(source=source, defaults=defaults, databases=databases, broken=broken)
+            broken[name] = _issues_from(exc, source, path, DatabaseConfig)
+    return PgwardenConfig(source=source, defaults=defaults, databases=databases, broken=broken,
+                          broken_entries={name: databases_raw.get(name) for name in broken})

@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from pgwarden.core.units import format_duration
+
 FORMAT = "pgwarden.drill/1"
 
 
@@ -65,9 +67,24 @@ class DrillEvidence(BaseModel):
         failed = [f"{c.name}: {c.detail}" for c in self.checks if not c.ok]
         return ([f"error: {self.error}"] if self.error else []) + failed
 
+    def headline(self) -> str:
+        """The drill's one log line: verdict, what failed with its values, measured RTO/RPO against targets."""
+        measured = (f"RTO {_measured(self.rto_seconds, self.rto_target_seconds)}, "
+                    f"RPO {_measured(self.rpo_seconds, self.rpo_target_seconds)}")
+        if self.passed:
+            return f"drill {self.drill_id} PASSED: {measured}; checks ok: {', '.join(c.name for c in self.checks)}"
+        failed = [failure.splitlines()[0] for failure in self.failures()]  # an error may carry a log tail
+        return f"drill {self.drill_id} FAILED: {'; '.join(failed) or 'no check ran'}; {measured}"
+
     def summary(self) -> dict[str, object]:
         return {
             "drill_id": self.drill_id, "kind": self.kind, "passed": self.passed, "backup_id": self.backup_id,
             "rto_seconds": self.rto_seconds, "rpo_seconds": self.rpo_seconds, "reached_lsn": self.reached_lsn,
             "checks": {c.name: c.ok for c in self.checks},
         }
+
+
+def _measured(seconds: float | None, target: float) -> str:
+    if seconds is None:
+        return f"not measured (target {format_duration(target)})"
+    return f"{format_duration(seconds)} (target {format_duration(target)}, {'met' if seconds <= target else 'MISSED'})"

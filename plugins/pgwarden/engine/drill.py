@@ -237,9 +237,11 @@ def _final_target(kind: str, backup: BackupEntry, points: list[RestorePoint], ca
 
 def _finish(repo, evidence: DrillEvidence, log: Log) -> DrillEvidence:
     evidence.finished_at = datetime.now(timezone.utc)
-    repo.put_bytes(layout.drill_key(evidence.database, evidence.drill_id),
-                   evidence.model_dump_json(indent=2).encode())
-    verdict = "PASSED" if evidence.passed else "FAILED"
-    log(f"drill {evidence.drill_id} {verdict}: " + "; ".join(f"{c.name}={'ok' if c.ok else 'FAIL'}"
-                                                            for c in evidence.checks))
+    key = layout.drill_key(evidence.database, evidence.drill_id)
+    repo.put_bytes(key, evidence.model_dump_json(indent=2).encode())
+    log(evidence.headline())
+    if evidence.reached_lsn is not None:
+        log(f"drill {evidence.drill_id} reached LSN {evidence.reached_lsn} (last replayed transaction "
+            f"{evidence.reached_time.isoformat() if evidence.reached_time else 'none'}, timeline {evidence.timeline})")
+    log(f"drill {evidence.drill_id} evidence: {repo.uri(key)}")
     return evidence

@@ -352,8 +352,11 @@ def restore(
         remove_restore(dest)
         raise
     marker.unlink()
-    log(f"restore of {database} reached LSN {result.reached_lsn} (time {result.reached_time}, timeline "
-        f"{result.timeline}); step seconds: {steps}")
+    if result.started:
+        log(f"restore of {database} reached LSN {result.reached_lsn} (time {result.reached_time}, timeline "
+            f"{result.timeline}); step seconds: {steps}")
+    else:  # nothing replayed yet: the server was not started
+        log(f"restore of {database} unpacked into {dest}, not started; step seconds: {steps}")
     return result
 
 

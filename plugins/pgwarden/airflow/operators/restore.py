@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from pgwarden.airflow.operators.base import PgwardenOperator
+from pgwarden.core.units import format_size
 
 VERIFY_SQL_ROOT = Path(__file__).resolve().parents[4] / "include" / "sql" / "verify"
 
@@ -129,7 +130,35 @@ class PlanRestoreOperator(PgwardenOperator):
                             parse_target(self.target_kind, self.target_value), backup_id=self.backup_id or None)
         summary = plan.summary()
         self.log.info("restore plan: %s", summary)
+        # What the approval shows a person; the return value stays the machine-readable plan.
+        context["ti"].xcom_push(key=PLAN_MARKDOWN_KEY, value=plan_markdown(summary))
         return summary
+
+
+PLAN_MARKDOWN_KEY = "plan_markdown"
+
+
+def plan_markdown(summary: dict[str, Any]) -> str:
+    """A restore plan (``RestorePlan.summary()``) as a short Markdown list for the approval page."""
+    lines = [
+        f"- **Target:** {summary['target']}"
+        + (f" (LSN {summary['target_lsn']})" if summary.get("target_lsn") else ""),
+        f"- **Base backup:** `{summary['backup_id']}`, started {_when(summary['backup_started_at'])}, "
+        f"consistent at LSN {summary['backup_consistent_at_lsn']}",
+        f"- **Size:** {format_size(summary['backup_stored_bytes'])} to download, "
+        f"about {format_size(summary['database_size_bytes'])} of data once restored",
+        "- **Newest WAL in the repository:** "
+        + (f"LSN {summary['newest_wal_lsn']}" if summary.get("newest_wal_lsn") else "none"),
+        "- **Newest restore point:** "
+        + (f"`{summary['newest_restore_point']}`" if summary.get("newest_restore_point") else "none"),
+        f"- **From:** `{summary['repository']}`",
+    ]
+    return "\n".join(lines)
+
+
+def _when(iso: str) -> str:
+    moment = datetime.fromisoformat(iso).astimezone(timezone.utc)
+    return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 class PitrRestoreOperator(PlanRestoreOperator):

@@ -21,7 +21,7 @@ def pgwarden_dag(
     *,
     database: str,
     concern: str,
-    db_config: DatabaseConfig,
+    db_config: DatabaseConfig | None,
     defaults: Defaults,
     schedule: str | None,
     doc_md: str,
@@ -30,7 +30,7 @@ def pgwarden_dag(
 ) -> DAG:
     """A DAG with pgwarden's naming, tags, ownership, retry policy and no overlapping runs."""
     default_args = {
-        "owner": db_config.owner,
+        "owner": db_config.owner if db_config else defaults.owner,  # None: a broken entry's stand-in
         "retries": defaults.retries,
         "retry_delay": defaults.retry_delay,
         "retry_exponential_backoff": 2.0,

@@ -8,6 +8,7 @@ from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import DAG, Param
 
 from pgwarden.airflow.operators.restore import (
+    PLAN_MARKDOWN_KEY,
     PitrRestoreOperator,
     PlanRestoreOperator,
     PrepareScratchOperator,
@@ -36,6 +37,10 @@ port on the worker. The production database is never contacted.
 
 **Run it by hand.** Trigger with params: `backup_id` to drill a specific backup, `old_backup` to also
 restore the oldest monthly/yearly one.
+
+**Reading the log.** One line per drill: PASSED or FAILED, measured RTO and RPO against their targets, and
+each failed check with its value; then the LSN, time and timeline reached and the evidence object's URL.
+Before the first full backup there is nothing to drill and `restore_and_check` is skipped.
 
 **When it fails.** The task log lists each failed check: a checksum mismatch names the object; a WAL
 gap names the missing segment and the newest reachable point; missed RTO/RPO targets give the
@@ -79,7 +84,8 @@ def build(database: str, db_config: DatabaseConfig, defaults: Defaults) -> list[
             schedule=verify.schedule, doc_md=VERIFY_DOC.format(**fmt),
             description=f"Monthly restore drill of {database}: restore, check, measure RTO/RPO",
             params={
-                "backup_id": Param(None, type=["null", "string"], description="drill this backup id"),
+                "backup_id": Param(None, type=["null", "string"],
+                                   description="drill this backup id; empty: the newest valid backup"),
                 "old_backup": Param(False, type="boolean", description="also restore the oldest monthly/yearly"),
             },
             dagrun_timeout=timedelta(hours=24),
@@ -99,30 +105,41 @@ def build(database: str, db_config: DatabaseConfig, defaults: Defaults) -> list[
         database=database, concern="pitr_restore", db_config=db_config, defaults=defaults, schedule=None,
         doc_md=PITR_DOC.format(**fmt),
         description=f"Manual point-in-time recovery of {database} into a directory, after approval",
+        # Optional params are null by default with a type that allows null: Airflow's trigger form marks a
+        # param required (and disables Trigger) when its type excludes null and the value is empty.
         params={
-            "target_kind": Param("latest", enum=["latest", "time", "name", "lsn"]),
-            "target_value": Param("", type="string", description="time (ISO 8601 with zone), restore point or LSN"),
-            "backup_id": Param("", type="string", description="force a base backup (empty: the best one)"),
-            "destination": Param(f"/var/tmp/pgwarden-restore/{database}", type="string", minLength=1),
-            "port": Param("", type="string", description="free port for the restored server; empty = any"),
-            "action": Param("promote", enum=["promote", "pause"]),
+            "target_kind": Param("latest", type="string", enum=["latest", "time", "name", "lsn"],
+                                 description="latest, time, name (a restore point) or lsn"),
+            "target_value": Param(None, type=["null", "string"],
+                                  description="time (ISO 8601 with zone), restore point or LSN; empty: none (for latest)"),
+            "backup_id": Param(None, type=["null", "string"],
+                               description="force a base backup; empty: the best one for the target"),
+            "destination": Param(f"/var/tmp/pgwarden-restore/{database}", type="string", minLength=1,
+                                 description="a directory on the worker, missing or without files"),
+            "port": Param(None, type=["null", "integer"], minimum=1, maximum=65535,
+                          description="free port for the restored server; empty: any free port"),
+            "action": Param("promote", type="string", enum=["promote", "pause"],
+                            description="promote (writable) or pause (read-only at the target)"),
         },
         default_args={"retries": 0},
     ) as pitr_dag:
-        target = {"target_kind": "{{ params.target_kind }}", "target_value": "{{ params.target_value }}",
-                  "backup_id": "{{ params.backup_id }}"}
+        # `or ''`: an empty (null) param renders as '' rather than 'None'.
+        target = {"target_kind": "{{ params.target_kind }}", "target_value": "{{ params.target_value or '' }}",
+                  "backup_id": "{{ params.backup_id or '' }}"}
         plan = PlanRestoreOperator(task_id="plan", database=database, db_config=db_config, **target)
         approve = ApprovalOperator(
             task_id="approve",
-            subject=f"Restore {database} to {{{{ params.target_kind }}}} {{{{ params.target_value }}}}?",
+            subject=(f"Restore {database} to {{{{ params.target_kind }}}}"
+                     "{% if params.target_value %} {{ params.target_value }}{% endif %}?"),
             body=(f"**{database}** will be restored from `{db_config.repository.url}` into "
                   "`{{ params.destination }}` (port {{ params.port or 'any free' }}, action "
-                  "{{ params.action }}).\n\nPlan:\n```\n{{ ti.xcom_pull(task_ids='plan') | tojson(indent=2) }}\n```"),
+                  "{{ params.action }}).\n\n**Plan**\n\n"
+                  f"{{{{ ti.xcom_pull(task_ids='plan', key='{PLAN_MARKDOWN_KEY}') }}}}"),
             response_timeout=timedelta(days=1),
         )
         restore = PitrRestoreOperator(
             task_id="restore", database=database, db_config=db_config, destination="{{ params.destination }}",
-            port="{{ params.port }}", action="{{ params.action }}", **target,
+            port="{{ params.port or '' }}", action="{{ params.action }}", **target,
         )
         plan >> approve >> restore
     dags.append(pitr_dag)
