@@ -407,6 +407,10 @@ class DemoStack:
         return self.base / "work"
 
     @property
+    def env_file(self) -> Path:
+        return self.base / "env"
+
+    @property
     def airflow_home(self) -> Path:
         return self.base / "airflow"
 
@@ -448,6 +452,7 @@ class DemoStack:
         self.stop_leftovers()
         self.start_database()
         self.start_s3()
+        self.write_env_file()
         if self.config.airflow:
             self.start_airflow()
             self.wait_for_api()
@@ -720,6 +725,24 @@ class DemoStack:
         }
         return "\n".join(f"export {key}={shlex.quote(value)}" for key, value in env.items())
 
+    def write_env_file(self) -> None:
+        """``shell_exports()`` in a file a shell can ``source`` (0600: it holds the demo's S3 keys)."""
+        partial = self.env_file.with_name(self.env_file.name + ".partial")
+        partial.unlink(missing_ok=True)
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write("# The demo's connections for a shell, the pgwarden CLI or dag.test(); rewritten on every start.\n")
+            out.write(self.shell_exports() + "\n")
+        os.replace(partial, self.env_file)
+
+    @property
+    def source_line(self) -> str:
+        """``source <env file>``, relative to the working directory when it is inside it."""
+        path = self.env_file
+        with contextlib.suppress(ValueError):
+            path = path.relative_to(Path.cwd())
+        return f"source {shlex.quote(str(path))}"
+
     def banner(self) -> str:
         assert self.cluster is not None
         lines = [
@@ -735,7 +758,9 @@ class DemoStack:
             "task log: it reports what the database offers pgwarden and what is missing. Then trigger",
             "appdb.backup_full (WAL collection and the restore drill skip until a first full backup exists),",
             "then appdb.backup_incremental and appdb.verify_restore, and read the drill's RTO/RPO in its log.",
-            "Backups land in the bucket; from a shell: .venv/bin/pgwarden catalog appdb (with the demo's env).",
+            f"Backups land in the bucket under {DATABASE}/. From a shell, with the demo's connections:",
+            f"  {self.source_line}",
+            f"  .venv/bin/pgwarden catalog {DATABASE}      # backups, WAL coverage, restore points",
             "",
             "Ctrl-C stops everything; `make demo` again restarts in seconds; `make demo-clean` forgets it all.",
         ]
@@ -789,7 +814,7 @@ def main(argv: list[str] | None = None) -> int:
         if config.airflow:
             print(stack.banner(), flush=True)
         else:
-            print("\nPostgreSQL and S3 are up. In another shell:\n" + stack.shell_exports(), flush=True)
+            print(f"\nPostgreSQL and S3 are up. In another shell:\n  {stack.source_line}", flush=True)
             print("\nCtrl-C stops them.", flush=True)
         stack.watch()
     except KeyboardInterrupt:

@@ -121,6 +121,23 @@ def test_seed_is_realistic_and_a_restart_reuses_it(demo_base: Path) -> None:
     assert not demo.demo_processes(demo_base)
 
 
+@pytest.mark.integration
+def test_the_env_file_gives_the_cli_the_demos_connections(demo_base: Path) -> None:
+    """The banner's `source .demo/env` line is all the CLI needs: no AIRFLOW_CONN_* from the caller."""
+    import subprocess
+
+    config = demo.DemoConfig(base=demo_base, users=500, sessions_per_user=2, airflow=False)
+    with demo.DemoStack(config, progress=print) as stack:
+        assert stack.env_file.stat().st_mode & 0o777 == 0o600  # it holds the (throwaway) S3 keys
+        assert stack.source_line.startswith("source ") and str(stack.env_file) in stack.source_line
+        clean = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW_CONN_", "PGWARDEN_", "PG", "AWS_"))}
+        pgwarden = Path(sys.executable).with_name("pgwarden")
+        run = subprocess.run(["bash", "-c", f"{stack.source_line} && {pgwarden} catalog {demo.DATABASE}"],
+                             env=clean, cwd=demo_base, capture_output=True, text=True, timeout=120)
+        assert run.returncode == 0, run.stderr
+        assert f"{demo.DATABASE} in s3://{demo.BUCKET}" in run.stdout and "restore points: none yet" in run.stdout
+
+
 def stack_s3_client(stack):
     import boto3
 
