@@ -608,8 +608,9 @@ class DemoStack:
         return {
             **inherited,
             **self.connection_env(),
-            # `airflow standalone` runs its components as `airflow ...`: make it this virtualenv's.
-            "PATH": f"{_venv_bin()}{os.pathsep}{os.environ.get('PATH', '')}",
+            # `airflow standalone` runs its components as `airflow ...`: make it this virtualenv's,
+            # through the shim that keeps their log servers off the network.
+            "PATH": os.pathsep.join([str(self.shim_dir), str(_venv_bin()), os.environ.get("PATH", "")]),
             MARKER_ENV: str(self.base),
             "AIRFLOW_HOME": str(self.airflow_home),
             "AIRFLOW__CORE__DAGS_FOLDER": str(self.config.dags_folder),
@@ -628,8 +629,31 @@ class DemoStack:
             "AIRFLOW__CORE__PARALLELISM": "8",
         }
 
+    @property
+    def shim_dir(self) -> Path:
+        return self.base / "bin"
+
+    def write_airflow_shim(self) -> None:
+        """An ``airflow`` first on standalone's PATH that adds ``--skip-serve-logs`` to the scheduler
+        and the triggerer.
+
+        Each would otherwise start a log server (8793, 8794) on every interface: Airflow 3.3's
+        serve_logs binds host "" and has no setting for the host. Here every component shares one
+        log folder, so the API server reads the logs from disk without them.
+        """
+        self.shim_dir.mkdir(exist_ok=True)
+        airflow = shlex.quote(str(_venv_bin() / "airflow"))
+        shim = self.shim_dir / "airflow"
+        shim.write_text(
+            "#!/bin/sh\n# Written by scripts/demo.py: the scheduler's and triggerer's log servers stay off.\n"
+            f'case "$1" in scheduler|triggerer) exec {airflow} "$@" --skip-serve-logs ;; esac\n'
+            f'exec {airflow} "$@"\n'
+        )
+        shim.chmod(0o755)
+
     def start_airflow(self) -> None:
         self.airflow_home.mkdir(parents=True, exist_ok=True)
+        self.write_airflow_shim()
         # The simple auth manager keeps `{"user": "password"}` here and only generates passwords for
         # users missing from it, so writing it first gives the demo a fixed login.
         passwords = self.airflow_home / "simple_auth_manager_passwords.json.generated"
@@ -762,9 +786,31 @@ class DemoStack:
             f"  {self.source_line}",
             f"  .venv/bin/pgwarden catalog {DATABASE}      # backups, WAL coverage, restore points",
             "",
+            *self.schedule_lines(),
+            "",
             "Ctrl-C stops everything; `make demo` again restarts in seconds; `make demo-clean` forgets it all.",
         ]
         return "\n".join(lines)
+
+    def schedule_lines(self) -> list[str]:
+        """What will run by itself, and when: the scheduler's next run of each unpaused DAG."""
+        from datetime import datetime, timezone
+
+        dags: list[dict[str, Any]] = []
+        with contextlib.suppress(OSError, ApiError, ValueError):
+            dags = [d for d in (self.api.dags() if self.api else []) if not d["is_paused"]]
+        scheduled = sorted((d["next_dagrun_run_after"], d["dag_id"], d.get("timetable_description") or "")
+                           for d in dags if d.get("next_dagrun_run_after"))
+        if not scheduled:
+            return []
+        now = datetime.now(timezone.utc)
+        lines = ["Scheduled runs start by themselves at these times (a new DAG's first run is its next one;",
+                 "a run missed while the demo was stopped starts once at start-up):"]
+        for when, dag_id, description in scheduled:
+            at = datetime.fromisoformat(when.replace("Z", "+00:00"))
+            shown = "due now" if at <= now else f"{at.astimezone(timezone.utc):%Y-%m-%d %H:%M} UTC"
+            lines.append(f"  {dag_id:<26} {shown:<20} {description}".rstrip())
+        return lines
 
 
 @contextlib.contextmanager

@@ -14,6 +14,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 
 import psutil
@@ -158,9 +159,18 @@ def test_demo_runs_the_healthcheck_through_the_rest_api_and_stops_cleanly(demo_b
     stack = demo.DemoStack(config, progress=print)
     started: list[psutil.Process] = []
     try:
+        began = datetime.now(timezone.utc)
         stack.start()
         api = stack.api
         assert api is not None
+        # Unpausing starts nothing: every DAG's first scheduled run is after the demo started, and
+        # the banner says when each comes.
+        banner = stack.banner()
+        for dag in api.dags():
+            if dag["next_dagrun_run_after"]:
+                assert datetime.fromisoformat(dag["next_dagrun_run_after"].replace("Z", "+00:00")) > began, dag
+                assert dag["dag_id"] in banner
+        assert "appdb.backup_full" in banner and stack.source_line in banner
 
         # The DAG file is parsed by the time start() returns; give a slow machine a little longer.
         deadline = time.monotonic() + 90
@@ -180,6 +190,12 @@ def test_demo_runs_the_healthcheck_through_the_rest_api_and_stops_cleanly(demo_b
         groups = stack.process_groups()
         started = [p for proc in (stack.airflow, stack.moto) for p in demo._process_tree(proc)]
         assert len(started) > 4  # standalone, its components, the executor's workers, moto
+        # Everything listens where the UI does (no log server on 0.0.0.0).
+        pids = {p.pid for p in started} | {p.pid for p in demo.demo_processes(demo_base, groups)}
+        listening = {(c.laddr.ip, c.laddr.port) for c in psutil.net_connections("inet")
+                     if c.status == psutil.CONN_LISTEN and c.pid in pids}
+        assert (config.api_host, stack.api_port) in listening
+        assert {ip for ip, _ in listening} == {config.api_host}, sorted(listening)
         ports = (stack.api_port, stack.moto_port, stack.cluster.port)
     finally:
         stack.stop()
