@@ -407,6 +407,10 @@ class DemoStack:
         return self.base / "work"
 
     @property
+    def env_file(self) -> Path:
+        return self.base / "env"
+
+    @property
     def airflow_home(self) -> Path:
         return self.base / "airflow"
 
@@ -448,6 +452,7 @@ class DemoStack:
         self.stop_leftovers()
         self.start_database()
         self.start_s3()
+        self.write_env_file()
         if self.config.airflow:
             self.start_airflow()
             self.wait_for_api()
@@ -603,8 +608,9 @@ class DemoStack:
         return {
             **inherited,
             **self.connection_env(),
-            # `airflow standalone` runs its components as `airflow ...`: make it this virtualenv's.
-            "PATH": f"{_venv_bin()}{os.pathsep}{os.environ.get('PATH', '')}",
+            # `airflow standalone` runs its components as `airflow ...`: make it this virtualenv's,
+            # through the shim that keeps their log servers off the network.
+            "PATH": os.pathsep.join([str(self.shim_dir), str(_venv_bin()), os.environ.get("PATH", "")]),
             MARKER_ENV: str(self.base),
             "AIRFLOW_HOME": str(self.airflow_home),
             "AIRFLOW__CORE__DAGS_FOLDER": str(self.config.dags_folder),
@@ -623,8 +629,31 @@ class DemoStack:
             "AIRFLOW__CORE__PARALLELISM": "8",
         }
 
+    @property
+    def shim_dir(self) -> Path:
+        return self.base / "bin"
+
+    def write_airflow_shim(self) -> None:
+        """An ``airflow`` first on standalone's PATH that adds ``--skip-serve-logs`` to the scheduler
+        and the triggerer.
+
+        Each would otherwise start a log server (8793, 8794) on every interface: Airflow 3.3's
+        serve_logs binds host "" and has no setting for the host. Here every component shares one
+        log folder, so the API server reads the logs from disk without them.
+        """
+        self.shim_dir.mkdir(exist_ok=True)
+        airflow = shlex.quote(str(_venv_bin() / "airflow"))
+        shim = self.shim_dir / "airflow"
+        shim.write_text(
+            "#!/bin/sh\n# Written by scripts/demo.py: the scheduler's and triggerer's log servers stay off.\n"
+            f'case "$1" in scheduler|triggerer) exec {airflow} "$@" --skip-serve-logs ;; esac\n'
+            f'exec {airflow} "$@"\n'
+        )
+        shim.chmod(0o755)
+
     def start_airflow(self) -> None:
         self.airflow_home.mkdir(parents=True, exist_ok=True)
+        self.write_airflow_shim()
         # The simple auth manager keeps `{"user": "password"}` here and only generates passwords for
         # users missing from it, so writing it first gives the demo a fixed login.
         passwords = self.airflow_home / "simple_auth_manager_passwords.json.generated"
@@ -720,6 +749,24 @@ class DemoStack:
         }
         return "\n".join(f"export {key}={shlex.quote(value)}" for key, value in env.items())
 
+    def write_env_file(self) -> None:
+        """``shell_exports()`` in a file a shell can ``source`` (0600: it holds the demo's S3 keys)."""
+        partial = self.env_file.with_name(self.env_file.name + ".partial")
+        partial.unlink(missing_ok=True)
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write("# The demo's connections for a shell, the pgwarden CLI or dag.test(); rewritten on every start.\n")
+            out.write(self.shell_exports() + "\n")
+        os.replace(partial, self.env_file)
+
+    @property
+    def source_line(self) -> str:
+        """``source <env file>``, relative to the working directory when it is inside it."""
+        path = self.env_file
+        with contextlib.suppress(ValueError):
+            path = path.relative_to(Path.cwd())
+        return f"source {shlex.quote(str(path))}"
+
     def banner(self) -> str:
         assert self.cluster is not None
         lines = [
@@ -735,11 +782,35 @@ class DemoStack:
             "task log: it reports what the database offers pgwarden and what is missing. Then trigger",
             "appdb.backup_full (WAL collection and the restore drill skip until a first full backup exists),",
             "then appdb.backup_incremental and appdb.verify_restore, and read the drill's RTO/RPO in its log.",
-            "Backups land in the bucket; from a shell: .venv/bin/pgwarden catalog appdb (with the demo's env).",
+            f"Backups land in the bucket under {DATABASE}/. From a shell, with the demo's connections:",
+            f"  {self.source_line}",
+            f"  .venv/bin/pgwarden catalog {DATABASE}      # backups, WAL coverage, restore points",
+            "",
+            *self.schedule_lines(),
             "",
             "Ctrl-C stops everything; `make demo` again restarts in seconds; `make demo-clean` forgets it all.",
         ]
         return "\n".join(lines)
+
+    def schedule_lines(self) -> list[str]:
+        """What will run by itself, and when: the scheduler's next run of each unpaused DAG."""
+        from datetime import datetime, timezone
+
+        dags: list[dict[str, Any]] = []
+        with contextlib.suppress(OSError, ApiError, ValueError):
+            dags = [d for d in (self.api.dags() if self.api else []) if not d["is_paused"]]
+        scheduled = sorted((d["next_dagrun_run_after"], d["dag_id"], d.get("timetable_description") or "")
+                           for d in dags if d.get("next_dagrun_run_after"))
+        if not scheduled:
+            return []
+        now = datetime.now(timezone.utc)
+        lines = ["Scheduled runs start by themselves at these times (a new DAG's first run is its next one;",
+                 "a run missed while the demo was stopped starts once at start-up):"]
+        for when, dag_id, description in scheduled:
+            at = datetime.fromisoformat(when.replace("Z", "+00:00"))
+            shown = "due now" if at <= now else f"{at.astimezone(timezone.utc):%Y-%m-%d %H:%M} UTC"
+            lines.append(f"  {dag_id:<26} {shown:<20} {description}".rstrip())
+        return lines
 
 
 @contextlib.contextmanager
@@ -789,7 +860,7 @@ def main(argv: list[str] | None = None) -> int:
         if config.airflow:
             print(stack.banner(), flush=True)
         else:
-            print("\nPostgreSQL and S3 are up. In another shell:\n" + stack.shell_exports(), flush=True)
+            print(f"\nPostgreSQL and S3 are up. In another shell:\n  {stack.source_line}", flush=True)
             print("\nCtrl-C stops them.", flush=True)
         stack.watch()
     except KeyboardInterrupt:

@@ -109,16 +109,46 @@ def _render_catalog(catalog) -> str:
     return "\n".join(lines)
 
 
+# The text listing shows this many restore points (one is made per WAL run: hundreds a month).
+RESTORE_POINTS_SHOWN = 20
+
+
+def _render_restore_points(points) -> str:
+    """``points`` newest first: name, time and LSN, what ``restore --target-name`` takes."""
+    if not points:
+        return "restore points: none yet (every WAL collection and every full backup makes one)"
+    shown = points[:RESTORE_POINTS_SHOWN]
+    header = ("NAME", "CREATED (UTC)", "LSN")
+    rows = [(p.name, f"{p.created_at.astimezone(timezone.utc):%Y-%m-%d %H:%M:%S}", str(p.lsn)) for p in shown]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = [f"restore points ({len(points)}, newest first; restore --target-name NAME):"]
+    for row in [header, *rows]:
+        lines.append("  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    if len(points) > len(shown):
+        lines.append(f"  ... and {len(points) - len(shown)} older (--json lists them all)")
+    return "\n".join(lines)
+
+
 def cmd_catalog(args: argparse.Namespace) -> int:
     from pgwarden.airflow.hooks import open_repository
     from pgwarden.engine.catalog import read_catalog
+    from pgwarden.engine.restore import list_restore_points
 
     db = _database(_load(args), args.database)
     if args.offsite and db.backup.offsite is None:
         raise SystemExit(f"database {args.database!r} has no backup.offsite repository configured")
     repo_config = db.backup.offsite if args.offsite else db.repository
-    catalog = read_catalog(open_repository(repo_config), args.database, db.backup.retention.policy())
-    print(json.dumps(catalog.to_json_dict(), indent=2) if args.json else _render_catalog(catalog))
+    repo = open_repository(repo_config)
+    catalog = read_catalog(repo, args.database, db.backup.retention.policy())
+    points = list_restore_points(repo, args.database)[::-1]
+    if args.json:
+        listing = catalog.to_json_dict()
+        listing["restore_points"] = [
+            {"name": p.name, "created_at": p.created_at.isoformat(), "lsn": str(p.lsn)} for p in points
+        ]
+        print(json.dumps(listing, indent=2))
+    else:
+        print(_render_catalog(catalog) + "\n\n" + _render_restore_points(points))
     return 0
 
 
@@ -174,8 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
     health.add_argument("--json", action="store_true")
     health.set_defaults(func=cmd_healthcheck)
 
-    catalog = sub.add_parser("catalog", help="list a database's backups, GFS classes and WAL coverage "
-                                             "(reads only the repository)")
+    catalog = sub.add_parser("catalog", help="list a database's backups, GFS classes, WAL coverage and "
+                                             "restore points (newest first); reads only the repository")
     catalog.add_argument("database")
     catalog.add_argument("--json", action="store_true", help="machine-readable output")
     catalog.add_argument("--offsite", action="store_true", help="list the off-site repository instead")

@@ -14,6 +14,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 
 import psutil
@@ -121,6 +122,23 @@ def test_seed_is_realistic_and_a_restart_reuses_it(demo_base: Path) -> None:
     assert not demo.demo_processes(demo_base)
 
 
+@pytest.mark.integration
+def test_the_env_file_gives_the_cli_the_demos_connections(demo_base: Path) -> None:
+    """The banner's `source .demo/env` line is all the CLI needs: no AIRFLOW_CONN_* from the caller."""
+    import subprocess
+
+    config = demo.DemoConfig(base=demo_base, users=500, sessions_per_user=2, airflow=False)
+    with demo.DemoStack(config, progress=print) as stack:
+        assert stack.env_file.stat().st_mode & 0o777 == 0o600  # it holds the (throwaway) S3 keys
+        assert stack.source_line.startswith("source ") and str(stack.env_file) in stack.source_line
+        clean = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW_CONN_", "PGWARDEN_", "PG", "AWS_"))}
+        pgwarden = Path(sys.executable).with_name("pgwarden")
+        run = subprocess.run(["bash", "-c", f"{stack.source_line} && {pgwarden} catalog {demo.DATABASE}"],
+                             env=clean, cwd=demo_base, capture_output=True, text=True, timeout=120)
+        assert run.returncode == 0, run.stderr
+        assert f"{demo.DATABASE} in s3://{demo.BUCKET}" in run.stdout and "restore points: none yet" in run.stdout
+
+
 def stack_s3_client(stack):
     import boto3
 
@@ -141,9 +159,18 @@ def test_demo_runs_the_healthcheck_through_the_rest_api_and_stops_cleanly(demo_b
     stack = demo.DemoStack(config, progress=print)
     started: list[psutil.Process] = []
     try:
+        began = datetime.now(timezone.utc)
         stack.start()
         api = stack.api
         assert api is not None
+        # Unpausing starts nothing: every DAG's first scheduled run is after the demo started, and
+        # the banner says when each comes.
+        banner = stack.banner()
+        for dag in api.dags():
+            if dag["next_dagrun_run_after"]:
+                assert datetime.fromisoformat(dag["next_dagrun_run_after"].replace("Z", "+00:00")) > began, dag
+                assert dag["dag_id"] in banner
+        assert "appdb.backup_full" in banner and stack.source_line in banner
 
         # The DAG file is parsed by the time start() returns; give a slow machine a little longer.
         deadline = time.monotonic() + 90
@@ -163,6 +190,12 @@ def test_demo_runs_the_healthcheck_through_the_rest_api_and_stops_cleanly(demo_b
         groups = stack.process_groups()
         started = [p for proc in (stack.airflow, stack.moto) for p in demo._process_tree(proc)]
         assert len(started) > 4  # standalone, its components, the executor's workers, moto
+        # Everything listens where the UI does (no log server on 0.0.0.0).
+        pids = {p.pid for p in started} | {p.pid for p in demo.demo_processes(demo_base, groups)}
+        listening = {(c.laddr.ip, c.laddr.port) for c in psutil.net_connections("inet")
+                     if c.status == psutil.CONN_LISTEN and c.pid in pids}
+        assert (config.api_host, stack.api_port) in listening
+        assert {ip for ip, _ in listening} == {config.api_host}, sorted(listening)
         ports = (stack.api_port, stack.moto_port, stack.cluster.port)
     finally:
         stack.stop()

@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from typing import Any
 
-from airflow.sdk import DAG
+from airflow.sdk import DAG, CronTriggerTimetable
 
 from pgwarden.core.config import DatabaseConfig, Defaults
 
-# A fixed start in the past with catchup off: the first run is the next scheduled one.
-START_DATE = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+def timetable(schedule: str | None) -> CronTriggerTimetable | None:
+    """The first run of a new (or newly unpaused) DAG is its next scheduled time, not the one that
+    just passed: a monthly drill must not start the moment a DAG is deployed, on last month's date.
+
+    Airflow creates the most recent past run at once when the DAG has a start_date (whatever
+    ``catchup``), so there is none. Without one, CronTriggerTimetable's ``run_immediately`` decides;
+    its ``False`` still runs the past one within 10 % of the interval (Airflow 3.3's code, despite its
+    docstring), a zero delta never does. After the first run, a run missed while the scheduler was
+    down runs once when it is back (``catchup`` off), as usual.
+    """
+    if schedule is None:
+        return None
+    return CronTriggerTimetable(schedule, timezone="UTC", run_immediately=timedelta(0))
 
 
 def dag_id(database: str, concern: str) -> str:
@@ -40,8 +52,7 @@ def pgwarden_dag(
     return DAG(
         dag_id=dag_id(database, concern),
         description=description,
-        schedule=schedule,
-        start_date=START_DATE,
+        schedule=timetable(schedule),
         catchup=False,
         max_active_runs=1,
         tags=["pgwarden", concern.split(".")[0], f"db:{database}"],
