@@ -76,3 +76,18 @@ def test_approval_subject_has_no_stray_space(planned) -> None:
     named = render(dag, approve.subject, {**dag.params.validate(), "target_kind": "name", "target_value": "rp_1100"},
                    "")
     assert named == "Restore db to name rp_1100?"
+
+
+@pytest.mark.integration
+def test_plan_task_with_the_form_defaults_pushes_what_the_approval_shows(planned) -> None:
+    """The plan task of the real DAG, run by Airflow with the default params (restore to latest)."""
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    plan, dag = planned
+    run = dag.partial_subset(task_ids=["plan"], include_downstream=False, include_upstream=False).test()
+    assert {ti.task_id: ti.state for ti in run.get_task_instances()} == {"plan": "success"}
+    with create_session() as session:
+        [row] = session.scalars(XComModel.get_many(run_id=run.run_id, dag_ids=dag.dag_id, task_ids="plan",
+                                                   key=PLAN_MARKDOWN_KEY)).all()
+        assert XComModel.deserialize_value(row) == plan_markdown(plan.summary())
