@@ -16,6 +16,7 @@ from pgwarden.airflow.operators.restore import (
 )
 from pgwarden.airflow.pipelines.common import pgwarden_dag
 from pgwarden.core.config import DatabaseConfig, Defaults
+from pgwarden.engine.workdir import restore_root
 
 VERIFY_DOC = """\
 ### {database}.verify_restore
@@ -103,7 +104,7 @@ def build(database: str, db_config: DatabaseConfig, defaults: Defaults) -> list[
             "target_kind": Param("latest", enum=["latest", "time", "name", "lsn"]),
             "target_value": Param("", type="string", description="time (ISO 8601 with zone), restore point or LSN"),
             "backup_id": Param("", type="string", description="force a base backup (empty: the best one)"),
-            "destination": Param(f"/var/tmp/pgwarden-restore/{database}", type="string", minLength=1),
+            "destination": Param(str(restore_root() / database), type="string", minLength=1),
             "port": Param("", type="string", description="free port for the restored server; empty = any"),
             "action": Param("promote", enum=["promote", "pause"]),
         },
