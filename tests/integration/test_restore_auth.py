@@ -19,7 +19,6 @@ import psycopg
 import pytest
 
 from pgwarden.core.config import BackupConfig, DatabaseConfig, RepositoryConfig, VerifyConfig
-from pgwarden.core.recovery import RecoveryTarget
 from pgwarden.engine.backup_full import take_full_backup
 from pgwarden.engine.cluster import LocalCluster
 from pgwarden.engine.drill import run_drill
