@@ -30,7 +30,10 @@ def password_only_shop(pg, s3, pgwarden_config, monkeypatch):
     set_postgres_conn(monkeypatch, "pg_shop", pg, password=PASSWORD)
     restores = scratch_base()
     # pitr_restore's default destination comes from here (the demo points it into .demo/).
-    monkeypatch.setenv("PGWARDEN_RESTORE_DIR", str(restores))
+    monkeypatch.setenv("PGWARDEN_RESTORE_DIR", str(restores / "restore"))
+    # A drill's setup removes every other drill's scratch of the same database under the work
+    # directory (one drill per database at a time): tests running in parallel need their own.
+    monkeypatch.setenv("PGWARDEN_WORK_DIR", str(restores / "work"))
     pgwarden_config(f"""
         shop:
           conn_id: pg_shop
@@ -39,7 +42,7 @@ def password_only_shop(pg, s3, pgwarden_config, monkeypatch):
           verify: {{rto_target: 1h, rpo_target: 1h, old_backup_every: 0}}
     """)
     yield source, restores
-    remove_restore(restores / "shop")
+    remove_restore(restores / "restore" / "shop")
     shutil.rmtree(restores, ignore_errors=True)
 
 
@@ -67,6 +70,7 @@ def test_drill_and_pitr_restore_of_a_password_only_source(password_only_shop, s3
     [restore_ti] = [ti for ti in run.get_task_instances() if ti.task_id == "restore"]
     result = restore_ti.xcom_pull(task_ids="restore")
     result = json.loads(result) if isinstance(result, str) else result
-    assert result["datadir"] == str(restores / "shop") and result["started"]
-    assert count_items(restored_server(restores / "shop", result["port"])) == 2300
-    assert sorted(p.name for p in restores.iterdir()) == ["shop", "shop.wal"]
+    dest = restores / "restore" / "shop"
+    assert result["datadir"] == str(dest) and result["started"]
+    assert count_items(restored_server(dest, result["port"])) == 2300
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["shop", "shop.wal"]

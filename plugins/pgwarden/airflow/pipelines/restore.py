@@ -32,8 +32,9 @@ oldest monthly/yearly backup. It measures **RTO** (drill start to first successf
 **Evidence.** `{database}/drills/<drill_id>.json` in the repository: every check, RTO, RPO, LSNs,
 times, pass or fail. The DAG run history is the audit trail of drills.
 
-**What it touches.** Read-only on the repository except the evidence file; local disk and a free
-port on the worker. The production database is never contacted.
+**What it touches.** Read-only on the repository except the evidence file; local disk on the worker.
+The scratch server listens on no TCP port (only pgwarden's private socket). The production database
+is never contacted.
 
 **Run it by hand.** Trigger with params: `backup_id` to drill a specific backup, `old_backup` to also
 restore the oldest monthly/yearly one.
