@@ -596,6 +596,8 @@ class DemoStack:
             # Backups in flight and restored drill servers: inside the demo folder, so
             # `make demo-clean` removes them too.
             "PGWARDEN_WORK_DIR": str(self.work_dir),
+            # pitr_restore's default destination, for the same reason.
+            "PGWARDEN_RESTORE_DIR": str(self.base / "restore"),
         }
 
     def airflow_env(self) -> dict[str, str]:

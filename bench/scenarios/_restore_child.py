@@ -93,7 +93,7 @@ def main() -> int:
             counts = {table: int(conn.execute(sql.SQL("SELECT count(*) FROM {}").format(
                 sql.Identifier(table))).fetchone()[0]) for table in request["count_tables"]}
             in_recovery = bool(conn.execute("SELECT pg_is_in_recovery()").fetchone()[0])
-        server_log = recovery_log(LocalCluster(datadir=dest, port=int(result.port)).logfile)
+        server_log = recovery_log(restore_engine.restored_server(dest, int(result.port)).logfile)
         datadir_bytes = sum(p.stat().st_size for p in dest.rglob("*") if p.is_file())
     finally:
         removing = time.perf_counter()

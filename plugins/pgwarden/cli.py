@@ -160,7 +160,7 @@ def _progress(message: str) -> None:
 def cmd_restore(args: argparse.Namespace) -> int:
     from pgwarden.airflow.hooks import open_repository
     from pgwarden.core.recovery import parse_target
-    from pgwarden.engine.restore import plan_restore, restore
+    from pgwarden.engine.restore import next_steps, plan_restore, restore
 
     db = _database(_load(args), args.database)
     repo_config = db.backup.offsite if args.offsite else db.repository
@@ -179,13 +179,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
     result = restore(repo, args.database, Path(args.to), target, backup_id=args.backup, port=args.port,
                      start=args.start, action="pause" if args.pause else "promote", log=_progress)
     print(json.dumps(result.to_json_dict(), indent=2))
-    if result.started:
-        print(f"\nThe restored server runs on 127.0.0.1:{result.port} (data: {result.datadir}). "
-              f"Stop it with: pg_ctl stop -D {result.datadir}", file=sys.stderr)
-    else:
-        print(f"\nStart it with: pg_ctl start -D {result.datadir} -o '-p <port>'  (recovery runs to the target, "
-              f"then {'pauses' if args.pause else 'promotes'}; WAL is read from {result.datadir}.wal)",
-              file=sys.stderr)
+    print("\n" + next_steps(result, "pause" if args.pause else "promote"), file=sys.stderr)
     return 0
 
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from pgwarden.engine.cluster import LocalCluster, free_port
+from pgwarden.engine.cluster import free_port
 from pgwarden.engine.postgres import connect
-from pgwarden.engine.restore import remove_restore
+from pgwarden.engine.restore import remove_restore, restored_server
 from tests.e2e.test_demo import demo, demo_base  # noqa: F401 (fixture)
 
 
@@ -73,7 +73,7 @@ def test_pitr_restore_waits_for_approval_then_restores(demo_base: Path) -> None:
         tasks = {ti["task_id"]: ti["state"] for ti in api.task_instances("appdb.pitr_restore", run_id)}
         assert final["state"] == "success", f"pitr_restore: {tasks}\n{stack.log_tail()}"
         port = int((destination / "postmaster.pid").read_text().splitlines()[3])
-        restored = LocalCluster(datadir=destination, port=port)
+        restored = restored_server(destination, port)
         with connect(restored.target("appdb")) as conn:
             assert conn.execute("SELECT count(*) FROM users").fetchone()[0] == 2000
             assert not conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]

@@ -12,9 +12,8 @@ import pytest
 
 from pgwarden.core.config import BackupConfig, RepositoryConfig
 from pgwarden.engine.backup_full import take_full_backup
-from pgwarden.engine.cluster import LocalCluster
 from pgwarden.engine.repository import S3Settings, open_repository
-from pgwarden.engine.restore import remove_restore
+from pgwarden.engine.restore import remove_restore, restored_server
 from pgwarden.engine.wal import collect_wal
 from tests.harness.postgres import scratch_base
 from tests.harness.s3 import ACCESS_KEY, REGION, SECRET_KEY
@@ -60,7 +59,7 @@ def test_cli_restore_from_s3_without_airflow(pg, s3, tmp_path) -> None:
         assert run.returncode == 0, run.stderr
         result = json.loads(run.stdout)
         assert result["started"] and result["target"] == "restore point 'after_150'"
-        assert count_items(LocalCluster(datadir=dest, port=result["port"])) == 150
+        assert count_items(restored_server(dest, result["port"])) == 150
         assert "pg_ctl stop -D" in run.stderr
 
         again = subprocess.run([pgwarden, "--config", str(cfg), "restore", "ops", "--to", str(dest)],

@@ -22,12 +22,12 @@ from pgwarden.core.units import format_duration
 from pgwarden.core.walnames import segment_name, segment_start
 from pgwarden.engine.backup_full import take_full_backup
 from pgwarden.engine.catalog import read_catalog
-from pgwarden.engine.cluster import LocalCluster, free_port
+from pgwarden.engine.cluster import free_port
 from pgwarden.engine.drill import clean_stale_scratch
 from pgwarden.engine.errors import PermanentError
 from pgwarden.engine.prune import prune
 from pgwarden.engine.repository import ChecksumMismatch, open_repository
-from pgwarden.engine.restore import list_restore_points, remove_restore, restore
+from pgwarden.engine.restore import list_restore_points, remove_restore, restore, restored_server
 from pgwarden.engine.wal import collect_wal
 from tests.harness.postgres import scratch_base
 from tests.harness.workload import add_items, count_items, create_items
@@ -59,7 +59,7 @@ def history(pg, tmp_path):
 
 
 def restored_count(result) -> int:
-    return count_items(LocalCluster(datadir=Path(result.datadir), port=result.port))
+    return count_items(restored_server(Path(result.datadir), result.port))
 
 
 @pytest.mark.integration

@@ -1,17 +1,23 @@
 """A PostgreSQL server that pgwarden starts itself: scratch servers for restore drills and tests.
 
 Runs ``initdb``/``pg_ctl`` from the newest installed PostgreSQL (or ``PGWARDEN_PG_BINDIR``), as an
-unprivileged user when we are root, listening on 127.0.0.1 and a private Unix socket directory
-so it never collides with a system server.
+unprivileged user when we are root, listening on 127.0.0.1 (unless its settings say otherwise) and
+a private Unix socket directory so it never collides with a system server. pgwarden's own
+connections (``target``) always go through that socket: only the server's OS user (and root) can
+open its directory, so a ``private_hba`` server lets them in whatever the data directory's own
+``pg_hba.conf`` demands.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
+import shlex
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -42,27 +48,61 @@ DEFAULT_HBA = (
 )
 
 
+# pgwarden's way into a server it started, placed before the data directory's own rules. "local" means
+# the private socket directory, which only the server's OS user and root can open.
+PRIVATE_HBA = ("local all all trust",)
+
+SOCKET_PATH_MAX = 107  # bytes of a Unix socket path (sun_path is 108 with the terminating NUL)
+
+
 @dataclass
 class LocalCluster:
-    """One server's data directory and port. ``start``/``stop`` are idempotent."""
+    """One server's data directory and port. ``start``/``stop`` are idempotent.
+
+    ``home`` holds pgwarden's files for the server (log, socket directory, private hba file); by
+    default the data directory's parent. ``private_hba`` starts the server with ``hba_file`` pointing
+    at pgwarden's own file (``PRIVATE_HBA`` followed by the data directory's ``pg_hba.conf``, which
+    stays untouched), so pgwarden never needs the passwords of a restored source.
+    """
 
     datadir: Path
     port: int
     settings: Mapping[str, str] = field(default_factory=dict)
     hba: tuple[str, ...] = DEFAULT_HBA
     superuser: str = "postgres"
+    home: Path | None = None
+    private_hba: bool = False
+
+    @property
+    def files_dir(self) -> Path:
+        return self.home or self.datadir.parent
 
     @property
     def socket_dir(self) -> Path:
-        # Unix socket paths are limited to ~107 bytes, so keep it short and beside the datadir.
-        return self.datadir.parent / f".s.{self.port}"
+        near = self.files_dir / f".s.{self.port}"
+        if len(str(near / f".s.PGSQL.{self.port}").encode()) <= SOCKET_PATH_MAX:
+            return near
+        # Too deep for a Unix socket: a short directory named after the data directory, so that
+        # whoever removes this server finds it again.
+        digest = hashlib.sha256(str(self.datadir.resolve()).encode()).hexdigest()[:16]
+        return Path(tempfile.gettempdir()) / f"pgwarden-{digest}.s.{self.port}"
 
     @property
     def logfile(self) -> Path:
-        return self.datadir.parent / f"postgres-{self.port}.log"
+        return self.files_dir / f"postgres-{self.port}.log"
+
+    @property
+    def hba_file(self) -> Path:
+        """pgwarden's own hba file when ``private_hba``; the data directory's one is never written."""
+        return self.files_dir / f"pg_hba-{self.port}.conf"
 
     def target(self, dbname: str = "postgres", user: str | None = None) -> PgTarget:
-        return PgTarget(host="127.0.0.1", port=self.port, user=user or self.superuser, dbname=dbname)
+        """pgwarden's connection: through the private socket, never TCP."""
+        return PgTarget(host=str(self.socket_dir), port=self.port, user=user or self.superuser, dbname=dbname)
+
+    def pg_ctl_command(self, *args: str) -> str:
+        """A ``pg_ctl`` command line for a person to run on this server, as the user that owns it."""
+        return shlex.join(pgtools.as_server_user([pgtools.tool("pg_ctl"), *args, "-D", str(self.datadir)]))
 
     def initdb(self, *, data_checksums: bool = True, encoding: str = "UTF8") -> None:
         if (self.datadir / "PG_VERSION").exists():
@@ -95,7 +135,11 @@ class LocalCluster:
             raise PermanentError(
                 f"Port {self.port} is already in use by another process; choose a free port."
             )
+        if self.home is not None:
+            self.home.mkdir(parents=True, exist_ok=True)
+            pgtools.give_to_server_user(self.home)
         self.socket_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.socket_dir, 0o700)  # the private socket's only access control, see PRIVATE_HBA
         pgtools.give_to_server_user(self.socket_dir)
         # The server refuses a data directory others can read (restored or copied ones often are).
         os.chmod(self.datadir, 0o700)
@@ -106,6 +150,8 @@ class LocalCluster:
             "fsync": "on",
             **{k: str(v) for k, v in self.settings.items()},
         }
+        if self.private_hba:
+            options["hba_file"] = str(self._write_private_hba())
         opts = " ".join(f"-c {key}={_quote_opt(value)}" for key, value in options.items())
         self.logfile.touch()
         pgtools.give_to_server_user(self.logfile)
@@ -121,6 +167,19 @@ class LocalCluster:
                 f"PostgreSQL in {self.datadir} did not start on port {self.port}. "
                 f"Server log ({self.logfile}), last lines:\n{self.log_tail()}"
             ) from exc
+
+    def _write_private_hba(self) -> Path:
+        own = self.datadir / "pg_hba.conf"
+        text = "\n".join((
+            "# Written by pgwarden for this run of the server only (the data directory's pg_hba.conf is",
+            "# unchanged and applies again when the server is started without pgwarden).",
+            *PRIVATE_HBA,
+            f"# {own}, for every other connection:",
+            own.read_text(errors="replace") if own.exists() else "",
+        ))
+        self.hba_file.write_text(text)
+        pgtools.give_to_server_user(self.hba_file)
+        return self.hba_file
 
     def log_tail(self, lines: int = 15) -> str:
         try:
@@ -156,14 +215,16 @@ class LocalCluster:
             self.stop(mode="immediate")
         shutil.rmtree(self.datadir, ignore_errors=True)
         shutil.rmtree(self.socket_dir, ignore_errors=True)
-        with contextlib.suppress(FileNotFoundError):
-            self.logfile.unlink()
+        for path in (self.logfile, self.hba_file):
+            path.unlink(missing_ok=True)
+        if self.home is not None:
+            shutil.rmtree(self.home, ignore_errors=True)
 
     def wait_ready(self, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             probe = subprocess.run(
-                [pgtools.tool("pg_isready"), "-h", "127.0.0.1", "-p", str(self.port)],
+                [pgtools.tool("pg_isready"), "-h", str(self.socket_dir), "-p", str(self.port)],
                 capture_output=True, check=False,
             )
             if probe.returncode == 0:

@@ -35,6 +35,7 @@ from pgwarden.engine.restore import (
     recovery_tuning,
     remove_restore,
     restore,
+    restored_server,
     wait_for_target,
 )
 
@@ -89,7 +90,7 @@ def _amcheck(cluster: LocalCluster, dbname: str, tables: list[QualifiedName], ev
         return
     with connect(cluster.target(dbname)) as conn:
         conn.execute("CREATE EXTENSION IF NOT EXISTS amcheck")  # scratch server only
-    argv = [pgtools.tool("pg_amcheck"), "-h", "127.0.0.1", "-p", str(cluster.port), "-U", cluster.superuser,
+    argv = [pgtools.tool("pg_amcheck"), "-h", str(cluster.socket_dir), "-p", str(cluster.port), "-U", cluster.superuser,
             "-d", dbname, "--heapallindexed", "--parent-check", "--no-dependent-toast"]
     for table in tables:
         # A pattern in double quotes matches literally (psql pattern rules, as SQL quotes them).
@@ -176,8 +177,9 @@ def run_drill(
             evidence.add("pg_verifybackup", False, exc.stderr.splitlines()[0] if exc.stderr else str(exc))
             return _finish(repo, evidence, log)
 
-        cluster = LocalCluster(datadir=datadir, port=free_port(),
-                               settings=recovery_tuning(backup.manifest.database_size_bytes))
+        # Off the network: a restored copy of production data is reachable only through pgwarden's socket.
+        cluster = restored_server(datadir, free_port(), {**recovery_tuning(backup.manifest.database_size_bytes),
+                                                         "listen_addresses": ""})
         counts = backup.manifest.row_counts
         # Old backups keep only the WAL that makes them consistent, so counts are checked on the newest,
         # and only once WAL past the count's restore point has been collected.

@@ -6,6 +6,11 @@ decompress the WAL segments recovery will ask for into ``<dest>.wal/`` beside th
 write recovery settings whose ``restore_command`` only copies from there (no credentials, no
 network during replay, and nothing is ever archived); optionally start the server and wait for it
 to reach the target.
+
+A server pgwarden starts on a restored data directory (``restored_server``) keeps pgwarden's files in
+``<datadir>/pgwarden/`` (log, Unix socket, a private ``hba_file`` given on the command line), so
+pgwarden reaches it through its own socket whatever authentication the source's ``pg_hba.conf``
+demands; that file itself is left as it was restored.
 """
 
 from __future__ import annotations
@@ -334,8 +339,7 @@ def restore(
 
                 port = free_port()
                 result.port = port
-            cluster = LocalCluster(datadir=dest, port=port,
-                                   settings=recovery_tuning(backup.manifest.database_size_bytes))
+            cluster = restored_server(dest, port, recovery_tuning(backup.manifest.database_size_bytes))
             cluster.start(timeout=24 * 3600)  # pg_ctl -w waits through recovery until connections are accepted
             wait_for_target(cluster, action)
             lap("replay")
@@ -360,13 +364,22 @@ def restore(
     return result
 
 
+def restored_server(datadir: Path, port: int, settings: dict[str, str] | None = None) -> LocalCluster:
+    """The server pgwarden runs on a restored data directory (see the module's docstring)."""
+    return LocalCluster(datadir=datadir, port=port, settings=settings or {}, home=datadir / "pgwarden",
+                        private_hba=True)
+
+
+# What the server answers while it cannot take connections yet; anything else is an answer to act on.
+_STARTING = ("the database system is starting up", "not yet accepting connections")
+
+
 def wait_for_target(cluster: LocalCluster, action: Action, timeout: float = 24 * 3600) -> None:
     """Wait until recovery reached its target: promoted (writable) or paused at it."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not cluster.is_running():
-            raise PermanentError("the restored server stopped during recovery (the target was not reached?). "
-                                 f"Server log, last lines:\n{cluster.log_tail()}")
+            raise _stopped(cluster)
         try:
             with connect(cluster.target()) as conn:
                 in_recovery = conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]
@@ -375,10 +388,37 @@ def wait_for_target(cluster: LocalCluster, action: Action, timeout: float = 24 *
                 if in_recovery and action == "pause" and conn.execute(
                         "SELECT pg_get_wal_replay_pause_state() = 'paused'").fetchone()[0]:
                     return
-        except PgwardenError:
-            pass  # still starting up; is_running() above catches a server that gave up
+        except PgwardenError as exc:
+            if not any(words in str(exc) for words in _STARTING):
+                if not cluster.is_running():
+                    raise _stopped(cluster) from exc
+                raise PermanentError(f"cannot query the restored server in {cluster.datadir}: {exc}") from exc
         time.sleep(0.2)
     raise PermanentError(f"recovery did not reach its target within {timeout}s")
+
+
+def next_steps(result: RestoreResult, action: Action) -> str:
+    """What a person does with the restored server next, in commands that work for them as they are."""
+    datadir = Path(result.datadir)
+    if not result.started:
+        start = LocalCluster(datadir=datadir, port=0).pg_ctl_command("start", "-o", "-p <port>")
+        return (f"Start it with: {start}\n(recovery runs to the target, then "
+                f"{'pauses' if action == 'pause' else 'promotes'}; WAL is read from {datadir}.wal)")
+    server = restored_server(datadir, result.port or 0)
+    state = ("It is promoted and writable." if action == "promote" else
+             "It is paused at the target (read-only): inspect it, then promote with "
+             f"`SELECT pg_wal_replay_resume()` or `{server.pg_ctl_command('promote')}`.")
+    return (f"The restored server runs on 127.0.0.1:{result.port} with data in {datadir}. {state}\n"
+            "Clients log in as on the source (its pg_hba.conf); pgwarden itself uses the private socket in "
+            f"{server.socket_dir}. Log: {server.logfile}.\n"
+            f"Stop it with: {server.pg_ctl_command('stop')}\n"
+            "Started again with pg_ctl, it runs with its own settings alone; "
+            f"{server.home} can then be deleted, and {datadir}.wal once it is promoted.")
+
+
+def _stopped(cluster: LocalCluster) -> PermanentError:
+    return PermanentError("the restored server stopped during recovery (the target was not reached?). "
+                          f"Server log, last lines:\n{cluster.log_tail()}")
 
 
 def _describe_reached(cluster: LocalCluster, result: RestoreResult) -> None:
@@ -408,7 +448,7 @@ def remove_restore(dest: Path) -> None:
             port = int(pid_file.read_text().splitlines()[3])
         except (IndexError, ValueError):
             port = 0
-        LocalCluster(datadir=dest, port=port).remove()
+        restored_server(dest, port).remove()
     for path in (dest, dest.parent / f"{dest.name}.wal", dest.parent / f"{dest.name}.tablespaces"):
         shutil.rmtree(path, ignore_errors=True)
     in_progress_marker(dest).unlink(missing_ok=True)

@@ -1,4 +1,4 @@
-"""Local scratch space on the worker for backups in flight."""
+"""Local space on the worker: scratch for backups and drills in flight, the default restore place."""
 
 from __future__ import annotations
 
@@ -10,12 +10,18 @@ from contextlib import contextmanager
 from pathlib import Path
 
 WORKDIR_ENV = "PGWARDEN_WORK_DIR"
+RESTORE_DIR_ENV = "PGWARDEN_RESTORE_DIR"
 
 
 def work_root() -> Path:
     root = Path(os.environ.get(WORKDIR_ENV) or Path(tempfile.gettempdir()) / "pgwarden")
     root.mkdir(parents=True, exist_ok=True)
     return root
+
+
+def restore_root() -> Path:
+    """Where ``pitr_restore`` proposes to restore (``<root>/<database>``); not created here."""
+    return Path(os.environ.get(RESTORE_DIR_ENV) or "/var/tmp/pgwarden-restore")
 
 
 @contextmanager

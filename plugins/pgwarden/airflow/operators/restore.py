@@ -173,20 +173,13 @@ class PitrRestoreOperator(PlanRestoreOperator):
         self.action = action
 
     def run(self, context: Any) -> dict[str, object]:
-        from pgwarden.engine.restore import restore
+        from pgwarden.engine.restore import next_steps, restore
 
         port = int(self.port) if self.port not in (None, "", "None") else None
         result = restore(self.repository(), self.database, Path(self.destination),
                          parse_target(self.target_kind, self.target_value), backup_id=self.backup_id or None,
                          port=port, start=True, action=self.action, log=self.log.info)  # type: ignore[arg-type]
-        self.log.info(
-            "restored server is running on 127.0.0.1:%s with data in %s.\n%s", result.port, result.datadir,
-            ("It is promoted and writable. Point applications at it, or stop it with "
-             f"`pg_ctl stop -D {result.datadir}` and move the directory where it belongs."
-             if self.action == "promote" else
-             "It is paused at the target (read-only). Inspect it, then promote with "
-             "`SELECT pg_wal_replay_resume()` or `pg_ctl promote -D <dir>`, or stop it."),
-        )
+        self.log.info("%s", next_steps(result, self.action))  # type: ignore[arg-type]
         return result.to_json_dict()
 
 

@@ -17,6 +17,7 @@ from pgwarden.airflow.operators.restore import (
 )
 from pgwarden.airflow.pipelines.common import pgwarden_dag
 from pgwarden.core.config import DatabaseConfig, Defaults
+from pgwarden.engine.workdir import restore_root
 
 VERIFY_DOC = """\
 ### {database}.verify_restore
@@ -32,8 +33,9 @@ oldest monthly/yearly backup. It measures **RTO** (drill start to first successf
 **Evidence.** `{database}/drills/<drill_id>.json` in the repository: every check, RTO, RPO, LSNs,
 times, pass or fail. The DAG run history is the audit trail of drills.
 
-**What it touches.** Read-only on the repository except the evidence file; local disk and a free
-port on the worker. The production database is never contacted.
+**What it touches.** Read-only on the repository except the evidence file; local disk on the worker.
+The scratch server listens on no TCP port (only pgwarden's private socket). The production database
+is never contacted.
 
 **Run it by hand.** Trigger with params: `backup_id` to drill a specific backup, `old_backup` to also
 restore the oldest monthly/yearly one.
@@ -114,7 +116,7 @@ def build(database: str, db_config: DatabaseConfig, defaults: Defaults) -> list[
                                   description="time (ISO 8601 with zone), restore point or LSN; empty: none (for latest)"),
             "backup_id": Param(None, type=["null", "string"],
                                description="force a base backup; empty: the best one for the target"),
-            "destination": Param(f"/var/tmp/pgwarden-restore/{database}", type="string", minLength=1,
+            "destination": Param(str(restore_root() / database), type="string", minLength=1,
                                  description="a directory on the worker, missing or without files"),
             "port": Param(None, type=["null", "integer"], minimum=1, maximum=65535,
                           description="free port for the restored server; empty: any free port"),
