@@ -809,7 +809,7 @@ class DemoStack:
         for when, dag_id, description in scheduled:
             at = datetime.fromisoformat(when.replace("Z", "+00:00"))
             shown = "due now" if at <= now else f"{at.astimezone(timezone.utc):%Y-%m-%d %H:%M} UTC"
-            lines.append(f"  {dag_id:<26} {shown:<20} {description}".rstrip())
+            lines.append(f"  {dag_id:<26} {shown:<21} {description}".rstrip())
         return lines
 
 
