@@ -788,7 +788,8 @@ class DemoStack:
             "",
             *self.schedule_lines(),
             "",
-            "Ctrl-C stops everything; `make demo` again restarts in seconds; `make demo-clean` forgets it all.",
+            "Ctrl-C stops everything; `make demo` again restarts with the same data and backups (no reseed);",
+            "`make demo-clean` forgets it all.",
         ]
         return "\n".join(lines)
 
