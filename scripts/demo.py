@@ -13,8 +13,8 @@ Starts, all under ``.demo/`` (ignored by git, removed by ``make demo-clean``):
   through the REST API.
 
 Ctrl-C (or SIGTERM/SIGHUP) stops every process it started. Running it again reuses the seeded data
-directory, so a restart takes seconds. ``--no-airflow`` starts only the database and S3 and prints
-the environment to use them from a shell or a test.
+directory. ``--no-airflow`` starts only the database and S3. Either way ``.demo/env`` holds the
+environment (connections, ``PGWARDEN_*``, ``PG*``, ``AWS_*``) to use them from a shell or a test.
 
 The start/stop logic (``DemoStack``) and the small REST client (``AirflowApi``) are importable:
 ``tests/e2e/test_demo.py`` drives the same code.
@@ -36,6 +36,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -795,8 +796,6 @@ class DemoStack:
 
     def schedule_lines(self) -> list[str]:
         """What will run by itself, and when: the scheduler's next run of each unpaused DAG."""
-        from datetime import datetime, timezone
-
         dags: list[dict[str, Any]] = []
         with contextlib.suppress(OSError, ApiError, ValueError):
             dags = [d for d in (self.api.dags() if self.api else []) if not d["is_paused"]]
