@@ -13,8 +13,8 @@ Starts, all under ``.demo/`` (ignored by git, removed by ``make demo-clean``):
   through the REST API.
 
 Ctrl-C (or SIGTERM/SIGHUP) stops every process it started. Running it again reuses the seeded data
-directory, so a restart takes seconds. ``--no-airflow`` starts only the database and S3 and prints
-the environment to use them from a shell or a test.
+directory. ``--no-airflow`` starts only the database and S3. Either way ``.demo/env`` holds the
+environment (connections, ``PGWARDEN_*``, ``PG*``, ``AWS_*``) to use them from a shell or a test.
 
 The start/stop logic (``DemoStack``) and the small REST client (``AirflowApi``) are importable:
 ``tests/e2e/test_demo.py`` drives the same code.
@@ -36,6 +36,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -790,14 +791,13 @@ class DemoStack:
             "",
             *self.schedule_lines(),
             "",
-            "Ctrl-C stops everything; `make demo` again restarts in seconds; `make demo-clean` forgets it all.",
+            "Ctrl-C stops everything; `make demo` again restarts with the same data and backups (no reseed);",
+            "`make demo-clean` forgets it all.",
         ]
         return "\n".join(lines)
 
     def schedule_lines(self) -> list[str]:
         """What will run by itself, and when: the scheduler's next run of each unpaused DAG."""
-        from datetime import datetime, timezone
-
         dags: list[dict[str, Any]] = []
         with contextlib.suppress(OSError, ApiError, ValueError):
             dags = [d for d in (self.api.dags() if self.api else []) if not d["is_paused"]]
@@ -811,7 +811,7 @@ class DemoStack:
         for when, dag_id, description in scheduled:
             at = datetime.fromisoformat(when.replace("Z", "+00:00"))
             shown = "due now" if at <= now else f"{at.astimezone(timezone.utc):%Y-%m-%d %H:%M} UTC"
-            lines.append(f"  {dag_id:<26} {shown:<20} {description}".rstrip())
+            lines.append(f"  {dag_id:<26} {shown:<21} {description}".rstrip())
         return lines
 
 

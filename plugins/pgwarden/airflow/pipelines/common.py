@@ -11,14 +11,14 @@ from pgwarden.core.config import DatabaseConfig, Defaults
 
 
 def timetable(schedule: str | None) -> CronTriggerTimetable | None:
-    """The first run of a new (or newly unpaused) DAG is its next scheduled time, not the one that
-    just passed: a monthly drill must not start the moment a DAG is deployed, on last month's date.
+    """The first run of a new DAG (also when it is unpaused later) is its next scheduled time, not the
+    one that just passed: a monthly drill must not start the moment it is deployed, on last month's date.
 
     Airflow creates the most recent past run at once when the DAG has a start_date (whatever
     ``catchup``), so there is none. Without one, CronTriggerTimetable's ``run_immediately`` decides;
     its ``False`` still runs the past one within 10 % of the interval (Airflow 3.3's code, despite its
-    docstring), a zero delta never does. After the first run, a run missed while the scheduler was
-    down runs once when it is back (``catchup`` off), as usual.
+    docstring), a zero delta never does. Once a DAG has run, a run missed while the scheduler was
+    down or the DAG paused runs once when it is back (``catchup`` off), as usual.
     """
     if schedule is None:
         return None
