@@ -31,9 +31,8 @@ class PgTarget:
     """Connection settings for one server. ``repr`` never shows the password or ``libpq`` values.
 
     ``host`` or ``port`` ``None`` means libpq's default (``PGHOST``/``PGPORT``, a ``service`` entry,
-    the local socket, 5432). ``libpq`` carries any
-    further libpq connection parameters (``sslmode``, ``sslrootcert``, ``options``, ``service``...)
-    by their libpq keyword; they override the fields above.
+    the local socket, 5432). ``libpq`` carries any further libpq connection parameters (``sslmode``,
+    ``sslrootcert``, ``options``, ``service``...) by their libpq keyword; they override the fields above.
     """
 
     host: str | None
