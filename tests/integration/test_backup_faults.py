@@ -37,7 +37,7 @@ from pgwarden.engine.errors import PermanentError, TransientError
 from pgwarden.engine.postgres import connect
 from pgwarden.engine.prune import prune
 from pgwarden.engine.repository import S3Settings, open_repository
-from pgwarden.engine.wal import WalCollection, collect_wal, ensure_slot, list_wal
+from pgwarden.engine.wal import WalCollection, collect_wal, ensure_slot
 from tests.harness.bulk import emit_wal, fill_table, slot_restart_lsn
 from tests.harness.engine_child import child_env, kill_group, spawn, wait_for_line
 from tests.harness.s3 import ACCESS_KEY, REGION, SECRET_KEY
@@ -83,6 +83,12 @@ def wait_until(predicate, timeout: float, what: str, interval: float = 0.02):
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
+def stored_segments(repo) -> set[str]:
+    """Names of the WAL segments in the repository, as the test reads them from its listing."""
+    names = (layout.wal_file_name(info.key) for info in repo.list(layout.wal_prefix(DB)))
+    return {name for name in names if is_segment_name(name)}
+
+
 def collect(pg, repo, workdir: Path, restore_point: str) -> WalCollection:
     return collect_wal(pg.target(), repo, DB, slot=SLOT, workdir=workdir, compression="zstd",
                        restore_point=restore_point, warn_bytes=2**40)
@@ -94,7 +100,7 @@ def assert_wal_converged(pg, repo, guard_before: Lsn, result: WalCollection) -> 
         seg_size = int(conn.execute("SELECT pg_size_bytes(current_setting('wal_segment_size'))").fetchone()[0])
     end = Lsn.parse(result.end_lsn)
     needed = segments_between(result.timeline, guard_before, end, seg_size)
-    stored, _ = list_wal(repo, DB)
+    stored = stored_segments(repo)
     assert len(needed) > 3
     assert [name for name in needed if name not in stored] == []
     restart, status = slot_restart_lsn(pg, SLOT)
@@ -210,7 +216,7 @@ def test_kill_9_mid_wal_collection_converges_on_the_next_run(pg, s3, tmp_path) -
                     restore_point="killed_run", compression="zstd")
     child = spawn(env)
     try:
-        first = wait_until(lambda: list_wal(repo, DB)[0], timeout=120, what="the first uploaded segment")
+        first = wait_until(lambda: stored_segments(repo), timeout=120, what="the first uploaded segment")
         assert child.poll() is None, "the collection finished before it could be killed"
         os.kill(child.pid, signal.SIGKILL)
         assert child.wait(timeout=30) == -signal.SIGKILL
@@ -351,7 +357,7 @@ def test_deleted_wal_segment_breaks_the_chain_check_naming_it(pg, file_repo, tmp
 
     report = read_catalog(repo, DB).check_chain()
     assert report is not None and report.ok, report
-    stored = sorted(list_wal(repo, DB)[0])
+    stored = sorted(stored_segments(repo))
     after_start = [name for name in stored
                    if name > segments_between(manifest.timeline, Lsn.parse(manifest.start_lsn),
                                               Lsn.parse(manifest.stop_lsn))[0]]

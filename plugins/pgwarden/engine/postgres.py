@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import psycopg
 
@@ -60,9 +60,6 @@ class PgTarget:
         if self.sslmode:
             env["PGSSLMODE"] = self.sslmode
         return env
-
-    def with_database(self, dbname: str) -> PgTarget:
-        return replace(self, dbname=dbname)
 
     def describe(self) -> str:
         """Safe to log: no password."""
