@@ -73,6 +73,12 @@ def multipart_upload_started(s3) -> bool:
     return bool(s3.client().list_multipart_uploads(Bucket=BUCKET).get("Uploads"))
 
 
+def gave_up_after(caplog) -> set[int]:
+    """The attempt counts at which botocore's retry handler gave up on a request (logged at DEBUG)."""
+    return {int(m.group(1)) for r in caplog.records if (m := re.fullmatch(r"Max attempts of (\d+) reached\.",
+                                                                          r.getMessage()))}
+
+
 def wait_until(predicate, timeout: float, what: str, interval: float = 0.02):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -170,14 +176,12 @@ def test_s3_endpoint_down_mid_upload_fails_transient_and_counts_nothing(pg, s3, 
                 outcome["error"] = exc
 
         worker = threading.Thread(target=run, name="backup-under-outage")
-        started = time.monotonic()
         worker.start()
         assert uploading.wait(timeout=120), f"uploads never began: {lines}"
         wait_until(lambda: multipart_upload_started(s3), timeout=60, what="the base tar's upload")
         relay.stop()
         worker.join(timeout=120)
         assert not worker.is_alive()
-        elapsed = time.monotonic() - started
     finally:
         relay.stop()
 
@@ -188,9 +192,9 @@ def test_s3_endpoint_down_mid_upload_fails_transient_and_counts_nothing(pg, s3, 
     assert relay.url in message, message
     assert f"s3://{BUCKET}/prod/{DB}/base/{backup_id}/base.tar" in message, message
     assert "after 2 attempts" in message and "check that the endpoint is up" in message, message
-    assert "Traceback" not in message and ACCESS_KEY not in message
-    assert any("Retry needed" in r.getMessage() for r in caplog.records), "botocore did not retry"
-    assert elapsed < 60
+    assert ACCESS_KEY not in message and SECRET_KEY not in message
+    # It gave up because the configured attempts (2) ran out, not on a timeout or a longer default.
+    assert gave_up_after(caplog) == {2}
 
     # The endpoint is back: the outage left at most an orphan, never a backup.
     relay.start()
@@ -297,7 +301,9 @@ def test_server_restart_during_wal_streaming_converges_on_retry(pg, file_repo, t
     error = outcome.get("error")
     assert error is None or isinstance(error, TransientError), f"expected success or TransientError: {error!r}"
     if error is not None:
-        assert "Traceback" not in str(error)
+        # It says what stopped: the stream (with the position it was to reach) or the connection to the server.
+        message = str(error)
+        assert message.startswith("pg_receivewal stopped before ") or pg.target().describe() in message, message
         assert slot_restart_lsn(pg, SLOT)[0] == guard, "the guard moved although the run failed"
 
     pg.wait_ready()
@@ -312,7 +318,7 @@ def _assert_replication_refusal(error: PermanentError, fix: str) -> None:
     message = str(error)
     assert not isinstance(error, TransientError)
     assert fix in message and "healthcheck" in message, message
-    assert "Traceback" not in message and "psycopg" not in message, message
+    assert "psycopg" not in message, message
 
 
 def test_role_without_replication_is_refused_with_instructions(pg, file_repo, tmp_path) -> None:
