@@ -76,13 +76,13 @@ PARSE_SCRIPT = textwrap.dedent("""
 """)
 
 
-def parse_in_child(dag_folder: Path, *, network: bool) -> dict:
+def parse_in_child(dag_folder: Path, *, network: bool, **env_vars: str) -> dict:
     """Parse ``dag_folder`` in a fresh interpreter; without ``network`` in its own network namespace.
 
     A new network namespace has no interface up, not even loopback: any TCP connection, from Python
     or from C (libpq), fails at once, and the DagBag reports it as an import error of that file.
     """
-    env = {**os.environ, "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": str(PARSE_BUDGET_SECONDS)}
+    env = {**os.environ, "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": str(PARSE_BUDGET_SECONDS), **env_vars}
     argv = [sys.executable, "-c", PARSE_SCRIPT, str(dag_folder)]
     result = subprocess.run(argv if network else ["unshare", "-n", *argv],
                             capture_output=True, text=True, timeout=300, env=env)
@@ -97,21 +97,26 @@ def test_parse_needs_no_network_and_stays_in_budget() -> None:
     assert "appdb.healthcheck" in parsed["dag_ids"]
 
 
-@pytest.mark.integration
-@needs_netns
-def test_a_dag_file_that_connects_at_parse_time_is_caught(pg, tmp_path) -> None:
-    """The check above can fail: a DAG file that opens a database connection (libpq, in C) at import."""
-    folder = tmp_path / "dags"
+def dag_file_connecting_at_parse_time(folder: Path, server) -> Path:
+    """A DAG file that opens a database connection (libpq, in C) when it is imported."""
     folder.mkdir()
     (folder / "connects_at_parse.py").write_text(textwrap.dedent(f"""
         import psycopg
         from airflow.sdk import DAG
 
-        psycopg.connect(host="127.0.0.1", port={pg.port}, user="postgres", dbname="postgres",
+        psycopg.connect(host="127.0.0.1", port={server.port}, user="postgres", dbname="postgres",
                         connect_timeout=10).close()
         with DAG("connects_at_parse", schedule=None):
             pass
     """))
+    return folder
+
+
+@pytest.mark.integration
+@needs_netns
+def test_a_dag_file_that_connects_at_parse_time_is_caught(pg, tmp_path) -> None:
+    """The check above can fail: a DAG file that connects at import is an import error without a network."""
+    folder = dag_file_connecting_at_parse_time(tmp_path / "dags", pg)
     with_network = parse_in_child(folder, network=True)
     assert with_network == {"dag_ids": ["connects_at_parse"], "import_errors": {}}  # the connection works
 
@@ -119,3 +124,22 @@ def test_a_dag_file_that_connects_at_parse_time_is_caught(pg, tmp_path) -> None:
     assert without["dag_ids"] == []
     [(path, message)] = without["import_errors"].items()
     assert path.endswith("connects_at_parse.py") and "OperationalError" in message, message
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(NO_NETNS is None, reason="a network namespace is available: the tests above parse without one")
+def test_parse_opens_no_connection_to_the_configured_server(pg_factory, tmp_path) -> None:
+    """Without a network namespace: the project's config points at a server that logs every connection.
+
+    Weaker than no network at all (it covers connections to that server only), and it can fail: the
+    DAG file that connects at parse time shows up in the same log.
+    """
+    from tests.harness.airflow_conns import postgres_conn
+
+    server = pg_factory(settings={"log_connections": "on"})
+    parsed = parse_in_child(ROOT / "dags", network=True, AIRFLOW_CONN_PGWARDEN_APPDB=postgres_conn(server))
+    assert parsed["import_errors"] == {} and "appdb.healthcheck" in parsed["dag_ids"]
+    assert "connection received" not in server.logfile.read_text()
+
+    parse_in_child(dag_file_connecting_at_parse_time(tmp_path / "dags", server), network=True)
+    assert "connection received" in server.logfile.read_text()
