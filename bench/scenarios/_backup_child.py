@@ -12,46 +12,111 @@ manifest verification, compression, repository writes, ...) before the run: they
 import json
 import sys
 import time
+from contextlib import contextmanager
 
 STARTED = time.perf_counter()
 
 
 class Phases:
-    """Seconds and calls per named step, from wrappers around engine functions."""
+    """Seconds and calls per named step, from wrappers around engine functions.
+
+    A wrapper around a name the engine no longer has, or around a function the run never called,
+    is an error (``wrap`` raises; ``report`` raises): a breakdown of functions the code stopped
+    using would silently report nothing. Pass ``optional=True`` only for a step that depends on the
+    request (e.g. row counts asked for or not).
+    """
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
         self.calls: dict[str, int] = {}
-        self.missing: list[str] = []
+        self.wrapped: dict[str, str] = {}
+        """phase -> the wrapped function, for phases that must be called"""
         # First start and last end of each step, in seconds from ``origin``: steps the engine runs
         # concurrently (verification beside upload) overlap here instead of adding up.
         self.windows: dict[str, list[float]] = {}
         self.origin = time.perf_counter()
 
-    def wrap(self, owner, name: str, phase: str) -> None:
-        """Time ``owner.name`` as ``phase``; a name the engine no longer has is noted, not fatal."""
+    def _original(self, owner, name: str, phase: str, optional: bool):
         original = getattr(owner, name, None)
+        where = f"{getattr(owner, '__name__', type(owner).__name__)}.{name}"
         if original is None:
-            self.missing.append(f"{getattr(owner, '__name__', owner)}.{name}")
-            return
+            raise AttributeError(f"cannot time {phase!r}: {where} does not exist (any more); wrap what the "
+                                 f"engine calls now")
+        if not optional:
+            self.wrapped.setdefault(phase, where)
+        return original
+
+    def add(self, phase: str, begin: float, end: float, *, call: bool = True) -> None:
+        self.seconds[phase] = self.seconds.get(phase, 0.0) + end - begin
+        window = self.windows.setdefault(phase, [begin - self.origin, end - self.origin])
+        window[0], window[1] = min(window[0], begin - self.origin), max(window[1], end - self.origin)
+        if call:
+            self.calls[phase] = self.calls.get(phase, 0) + 1
+
+    def wrap(self, owner, name: str, phase: str, *, optional: bool = False) -> None:
+        """Time each call of ``owner.name`` as ``phase``."""
+        original = self._original(owner, name, phase, optional)
 
         def timed(*args, **kwargs):
             begin = time.perf_counter()
             try:
                 return original(*args, **kwargs)
             finally:
-                end = time.perf_counter()
-                self.seconds[phase] = self.seconds.get(phase, 0.0) + end - begin
-                window = self.windows.setdefault(phase, [begin - self.origin, end - self.origin])
-                window[0], window[1] = min(window[0], begin - self.origin), max(window[1], end - self.origin)
-                self.calls[phase] = self.calls.get(phase, 0) + 1
+                self.add(phase, begin, time.perf_counter())
 
         setattr(owner, name, timed)
 
+    def wrap_reads(self, owner, name: str, phase_of) -> None:
+        """``owner.name`` is a context manager yielding a stream: time the stream's reads.
+
+        ``phase_of(first argument)`` names the phase (e.g. by object key), so one wrapper can tell
+        base-backup reads from WAL reads; every phase it names must see a call.
+        """
+        original = self._original(owner, name, name, optional=True)
+        phases = self
+
+        class TimedReader:
+            def __init__(self, stream, phase: str) -> None:
+                self._stream, self._phase = stream, phase
+
+            def read(self, *args):
+                begin = time.perf_counter()
+                try:
+                    return self._stream.read(*args)
+                finally:
+                    phases.add(self._phase, begin, time.perf_counter(), call=False)
+
+            def readinto(self, buffer):
+                begin = time.perf_counter()
+                try:
+                    return self._stream.readinto(buffer)
+                finally:
+                    phases.add(self._phase, begin, time.perf_counter(), call=False)
+
+            def __getattr__(self, attribute):
+                return getattr(self._stream, attribute)
+
+        @contextmanager
+        def timed(first, *args, **kwargs):
+            phase = phase_of(first)
+            self.calls[phase] = self.calls.get(phase, 0) + 1
+            with original(first, *args, **kwargs) as stream:
+                yield TimedReader(stream, phase)
+
+        setattr(owner, name, timed)
+
+    def expect(self, *phases: str) -> None:
+        """Phases (of ``wrap_reads``) that the run must go through."""
+        for phase in phases:
+            self.wrapped.setdefault(phase, phase)
+
     def report(self) -> dict:
+        never = [f"{phase} ({where})" for phase, where in self.wrapped.items() if not self.calls.get(phase)]
+        if never:
+            raise RuntimeError(f"timed steps the run never went through: {', '.join(never)}; the engine no "
+                               f"longer calls them, wrap what it calls now")
         return {"seconds": {k: round(v, 4) for k, v in self.seconds.items()}, "calls": self.calls,
-                "windows": {k: [round(a, 3), round(b, 3)] for k, (a, b) in self.windows.items()},
-                "not_instrumented": self.missing}
+                "windows": {k: [round(a, 3), round(b, 3)] for k, (a, b) in self.windows.items()}}
 
 
 def open_repo(request: dict):
@@ -80,8 +145,9 @@ def main() -> int:
     repo_config, repo = open_repo(request)
     phases.wrap(repo, "put_file", "repository_put_file")
     phases.wrap(repo, "put_bytes", "repository_put_bytes")
-    phases.wrap(repo, "head", "repository_head")
-    phases.wrap(compress, "compress_file", "compress_file")
+    # Per WAL segment, and for a full backup only when pg_basebackup left pg_wal.tar uncompressed (< 16).
+    phases.wrap(repo, "head", "repository_head", optional=True)
+    phases.wrap(compress, "compress_file", "compress_file", optional=True)
     lines: list[tuple[float, str]] = []
 
     def log(message: str) -> None:
@@ -89,13 +155,13 @@ def main() -> int:
 
     begin = phases.origin = time.perf_counter()
     if request["mode"] == "full":
-        for name, phase in (("_server_facts", "server_facts"), ("replication_probe", "identify_system"),
-                            ("identify_system", "identify_system"),
+        for name, phase in (("_server_facts", "server_facts"), ("identify_system", "identify_system"),
                             ("ensure_slot", "ensure_slot"), ("run_basebackup", "pg_basebackup"),
                             ("verify_tar_backup", "verify"), ("read_backup_manifest", "read_manifest"),
-                            ("snapshot_row_counts", "row_counts_and_restore_point"),
-                            ("create_restore_point", "restore_point")):
+                            ("snapshot_row_counts", "row_counts_and_restore_point")):
             phases.wrap(backup_full, name, phase)
+        # A plain restore point only when no row counts are asked for (they come with their own).
+        phases.wrap(backup_full, "create_restore_point", "restore_point", optional=True)
         backup = BackupConfig(compression=request.get("compression", "auto"),
                               count_rows=request.get("count_rows", []))
         manifest = backup_full.take_full_backup(target, repo, request["database"], backup, repo_config,

@@ -59,7 +59,7 @@ def main() -> int:
 
     from bench.scenarios._backup_child import Phases, open_repo
     from pgwarden.core.recovery import RecoveryTarget
-    from pgwarden.engine import compress, pgtools
+    from pgwarden.engine import pgtools
     from pgwarden.engine import restore as restore_engine
     from pgwarden.engine.cluster import LocalCluster
     from pgwarden.engine.postgres import PgTarget, connect
@@ -67,9 +67,16 @@ def main() -> int:
     imported = time.perf_counter()
     phases = Phases()
     _, repo = open_repo(request)
-    phases.wrap(repo, "get_file", "repository_get_file")
-    phases.wrap(compress, "decompress_file", "decompress_wal_segment")
-    phases.wrap(restore_engine, "_unpack", "unpack_tar")
+    # The base backup streams from the repository through zstd into tar (one pass, no local copy)
+    # while WAL is fetched beside it: the reads say how much of each is spent fetching and checking
+    # the SHA-256 of objects, the rest of the base's unpack step is decompressing and writing files.
+    phases.wrap_reads(repo, "open_verified",
+                      lambda key: "fetch_wal_read_from_repository" if "/wal/" in key
+                      else "fetch_and_unpack_read_from_repository")
+    phases.expect("fetch_and_unpack_read_from_repository", "fetch_wal_read_from_repository")
+    phases.wrap(restore_engine, "_unpack_object", "fetch_and_unpack_base_backup")
+    phases.wrap(restore_engine, "fetch_wal", "fetch_wal_in_background")
+    phases.wrap(repo, "get_bytes", "repository_get_bytes")
     phases.wrap(pgtools, "give_to_server_user", "chown_to_server_user")
     phases.wrap(LocalCluster, "start", "pg_ctl_start_until_accepting_connections")
     phases.wrap(restore_engine, "wait_for_target", "wait_until_promoted")

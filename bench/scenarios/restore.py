@@ -240,6 +240,14 @@ def run(ctx: Context) -> list[Result]:
     }
     rate = median(rates)
     described_path = ", ".join(f"{k.replace('_', ' ')} {v:.2f}" for k, v in path.items())
+    # fetch_and_unpack streams: reads from the repository and decompress + untar overlap in time.
+    described_split = (
+        f"Inside fetch and unpack (median s): unpacking the base backup "
+        f"{phases['fetch_and_unpack_base_backup']:.2f}, of which reading it from the repository with its "
+        f"SHA-256 {phases['fetch_and_unpack_read_from_repository']:.2f} (the rest is zstd and tar writing "
+        f"files, overlapping the reads); WAL fetched beside it {phases['fetch_wal_in_background']:.2f}, "
+        f"of which reading {phases['fetch_wal_read_from_repository']:.2f}."
+    )
     return [
         Result(
             name="restore.wall_vs_brief", value=wall, unit="s",
@@ -251,7 +259,7 @@ def run(ctx: Context) -> list[Result]:
                 f"file:// repository, start of the process to the first answered query, vs the brief's "
                 f"`createdb; pg_restore -d` of a `pg_dump -Fc` taken at the same point (default options; "
                 f"`-j 2`: {brief_j2_wall:.1f} s); median of {rounds}. pgwarden's time (median s): "
-                f"{described_path}."
+                f"{described_path}. {described_split}"
             ),
             extra=common,
         ),

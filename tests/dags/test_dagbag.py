@@ -1,12 +1,16 @@
-"""Every DAG file imports cleanly, quickly, and without touching the network."""
+"""Every DAG file imports cleanly, quickly, and without touching the network (parsed with none)."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 # Enforced by Airflow itself (dagbag_import_timeout turns a slow file into an import error); the
@@ -53,19 +57,91 @@ def test_broken_database_entry_is_an_import_error_and_a_stand_in_for_that_databa
     assert "1 database entry is invalid and has no DAGs but a failing" in message
 
 
-def test_parse_does_no_network_io_and_stays_in_budget() -> None:
-    """Parse in a fresh interpreter with sockets disabled: any connection attempt fails the parse."""
-    script = textwrap.dedent(f"""
-        import socket
-        def refuse(*a, **k):
-            raise RuntimeError("network I/O at DAG parse time")
-        socket.socket.connect = refuse
-        socket.create_connection = refuse
-        from airflow.dag_processing.dagbag import DagBag
-        bag = DagBag(dag_folder={str(ROOT / "dags")!r})
-        assert not bag.import_errors, bag.import_errors
-        assert bag.dag_ids, "no DAGs"
-    """)
-    env = {**os.environ, "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": str(PARSE_BUDGET_SECONDS)}
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=env)
+def network_namespace_available() -> str | None:
+    """None when ``unshare -n`` can make a process with no network here; else why not."""
+    if shutil.which("unshare") is None:
+        return "the unshare command is not installed (util-linux)"
+    probe = subprocess.run(["unshare", "-n", "true"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        return f"unshare -n does not work here (needs root or user namespaces): {probe.stderr.strip()}"
+    return None
+
+
+NO_NETNS = network_namespace_available()
+needs_netns = pytest.mark.skipif(NO_NETNS is not None, reason=f"parse without a network: {NO_NETNS}")
+
+PARSE_SCRIPT = textwrap.dedent("""
+    import json, sys
+    from airflow.dag_processing.dagbag import DagBag
+    bag = DagBag(dag_folder=sys.argv[1])
+    print(json.dumps({"dag_ids": sorted(bag.dag_ids), "import_errors": bag.import_errors}))
+""")
+
+
+def parse_in_child(dag_folder: Path, *, network: bool, **env_vars: str) -> dict:
+    """Parse ``dag_folder`` in a fresh interpreter; without ``network`` in its own network namespace.
+
+    A new network namespace has no interface up, not even loopback: any TCP connection, from Python
+    or from C (libpq), fails at once, and the DagBag reports it as an import error of that file.
+    """
+    env = {**os.environ, "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": str(PARSE_BUDGET_SECONDS), **env_vars}
+    argv = [sys.executable, "-c", PARSE_SCRIPT, str(dag_folder)]
+    result = subprocess.run(argv if network else ["unshare", "-n", *argv],
+                            capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@needs_netns
+def test_parse_needs_no_network_and_stays_in_budget() -> None:
+    parsed = parse_in_child(ROOT / "dags", network=False)
+    assert parsed["import_errors"] == {}
+    assert "appdb.healthcheck" in parsed["dag_ids"]
+
+
+def dag_file_connecting_at_parse_time(folder: Path, server) -> Path:
+    """A DAG file that opens a database connection (libpq, in C) when it is imported."""
+    folder.mkdir()
+    (folder / "connects_at_parse.py").write_text(textwrap.dedent(f"""
+        import psycopg
+        from airflow.sdk import DAG
+
+        psycopg.connect(host="127.0.0.1", port={server.port}, user="postgres", dbname="postgres",
+                        connect_timeout=10).close()
+        with DAG("connects_at_parse", schedule=None):
+            pass
+    """))
+    return folder
+
+
+@pytest.mark.integration
+@needs_netns
+def test_a_dag_file_that_connects_at_parse_time_is_caught(pg, tmp_path) -> None:
+    """The check above can fail: a DAG file that connects at import is an import error without a network."""
+    folder = dag_file_connecting_at_parse_time(tmp_path / "dags", pg)
+    with_network = parse_in_child(folder, network=True)
+    assert with_network == {"dag_ids": ["connects_at_parse"], "import_errors": {}}  # the connection works
+
+    without = parse_in_child(folder, network=False)
+    assert without["dag_ids"] == []
+    [(path, message)] = without["import_errors"].items()
+    assert path.endswith("connects_at_parse.py") and "OperationalError" in message, message
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(NO_NETNS is None, reason="a network namespace is available: the tests above parse without one")
+def test_parse_opens_no_connection_to_the_configured_server(pg_factory, tmp_path) -> None:
+    """Without a network namespace: the project's config points at a server that logs every connection.
+
+    Weaker than no network at all (it covers connections to that server only), and it can fail: the
+    DAG file that connects at parse time shows up in the same log.
+    """
+    from tests.harness.airflow_conns import postgres_conn
+
+    server = pg_factory(settings={"log_connections": "on"})
+    parsed = parse_in_child(ROOT / "dags", network=True, AIRFLOW_CONN_PGWARDEN_APPDB=postgres_conn(server))
+    assert parsed["import_errors"] == {} and "appdb.healthcheck" in parsed["dag_ids"]
+    assert "connection received" not in server.logfile.read_text()
+
+    parse_in_child(dag_file_connecting_at_parse_time(tmp_path / "dags", server), network=True)
+    assert "connection received" in server.logfile.read_text()

@@ -37,7 +37,7 @@ from pgwarden.engine.errors import PermanentError, TransientError
 from pgwarden.engine.postgres import connect
 from pgwarden.engine.prune import prune
 from pgwarden.engine.repository import S3Settings, open_repository
-from pgwarden.engine.wal import WalCollection, collect_wal, ensure_slot, list_wal
+from pgwarden.engine.wal import WalCollection, collect_wal, ensure_slot
 from tests.harness.bulk import emit_wal, fill_table, slot_restart_lsn
 from tests.harness.engine_child import child_env, kill_group, spawn, wait_for_line
 from tests.harness.s3 import ACCESS_KEY, REGION, SECRET_KEY
@@ -73,6 +73,12 @@ def multipart_upload_started(s3) -> bool:
     return bool(s3.client().list_multipart_uploads(Bucket=BUCKET).get("Uploads"))
 
 
+def gave_up_after(caplog) -> set[int]:
+    """The attempt counts at which botocore's retry handler gave up on a request (logged at DEBUG)."""
+    return {int(m.group(1)) for r in caplog.records if (m := re.fullmatch(r"Max attempts of (\d+) reached\.",
+                                                                          r.getMessage()))}
+
+
 def wait_until(predicate, timeout: float, what: str, interval: float = 0.02):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -81,6 +87,12 @@ def wait_until(predicate, timeout: float, what: str, interval: float = 0.02):
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def stored_segments(repo) -> set[str]:
+    """Names of the WAL segments in the repository, as the test reads them from its listing."""
+    names = (layout.wal_file_name(info.key) for info in repo.list(layout.wal_prefix(DB)))
+    return {name for name in names if is_segment_name(name)}
 
 
 def collect(pg, repo, workdir: Path, restore_point: str) -> WalCollection:
@@ -94,7 +106,7 @@ def assert_wal_converged(pg, repo, guard_before: Lsn, result: WalCollection) -> 
         seg_size = int(conn.execute("SELECT pg_size_bytes(current_setting('wal_segment_size'))").fetchone()[0])
     end = Lsn.parse(result.end_lsn)
     needed = segments_between(result.timeline, guard_before, end, seg_size)
-    stored, _ = list_wal(repo, DB)
+    stored = stored_segments(repo)
     assert len(needed) > 3
     assert [name for name in needed if name not in stored] == []
     restart, status = slot_restart_lsn(pg, SLOT)
@@ -164,14 +176,12 @@ def test_s3_endpoint_down_mid_upload_fails_transient_and_counts_nothing(pg, s3, 
                 outcome["error"] = exc
 
         worker = threading.Thread(target=run, name="backup-under-outage")
-        started = time.monotonic()
         worker.start()
         assert uploading.wait(timeout=120), f"uploads never began: {lines}"
         wait_until(lambda: multipart_upload_started(s3), timeout=60, what="the base tar's upload")
         relay.stop()
         worker.join(timeout=120)
         assert not worker.is_alive()
-        elapsed = time.monotonic() - started
     finally:
         relay.stop()
 
@@ -182,9 +192,9 @@ def test_s3_endpoint_down_mid_upload_fails_transient_and_counts_nothing(pg, s3, 
     assert relay.url in message, message
     assert f"s3://{BUCKET}/prod/{DB}/base/{backup_id}/base.tar" in message, message
     assert "after 2 attempts" in message and "check that the endpoint is up" in message, message
-    assert "Traceback" not in message and ACCESS_KEY not in message
-    assert any("Retry needed" in r.getMessage() for r in caplog.records), "botocore did not retry"
-    assert elapsed < 60
+    assert ACCESS_KEY not in message and SECRET_KEY not in message
+    # It gave up because the configured attempts (2) ran out, not on a timeout or a longer default.
+    assert gave_up_after(caplog) == {2}
 
     # The endpoint is back: the outage left at most an orphan, never a backup.
     relay.start()
@@ -210,7 +220,7 @@ def test_kill_9_mid_wal_collection_converges_on_the_next_run(pg, s3, tmp_path) -
                     restore_point="killed_run", compression="zstd")
     child = spawn(env)
     try:
-        first = wait_until(lambda: list_wal(repo, DB)[0], timeout=120, what="the first uploaded segment")
+        first = wait_until(lambda: stored_segments(repo), timeout=120, what="the first uploaded segment")
         assert child.poll() is None, "the collection finished before it could be killed"
         os.kill(child.pid, signal.SIGKILL)
         assert child.wait(timeout=30) == -signal.SIGKILL
@@ -291,7 +301,9 @@ def test_server_restart_during_wal_streaming_converges_on_retry(pg, file_repo, t
     error = outcome.get("error")
     assert error is None or isinstance(error, TransientError), f"expected success or TransientError: {error!r}"
     if error is not None:
-        assert "Traceback" not in str(error)
+        # It says what stopped: the stream (with the position it was to reach) or the connection to the server.
+        message = str(error)
+        assert message.startswith("pg_receivewal stopped before ") or pg.target().describe() in message, message
         assert slot_restart_lsn(pg, SLOT)[0] == guard, "the guard moved although the run failed"
 
     pg.wait_ready()
@@ -306,7 +318,7 @@ def _assert_replication_refusal(error: PermanentError, fix: str) -> None:
     message = str(error)
     assert not isinstance(error, TransientError)
     assert fix in message and "healthcheck" in message, message
-    assert "Traceback" not in message and "psycopg" not in message, message
+    assert "psycopg" not in message, message
 
 
 def test_role_without_replication_is_refused_with_instructions(pg, file_repo, tmp_path) -> None:
@@ -351,7 +363,7 @@ def test_deleted_wal_segment_breaks_the_chain_check_naming_it(pg, file_repo, tmp
 
     report = read_catalog(repo, DB).check_chain()
     assert report is not None and report.ok, report
-    stored = sorted(list_wal(repo, DB)[0])
+    stored = sorted(stored_segments(repo))
     after_start = [name for name in stored
                    if name > segments_between(manifest.timeline, Lsn.parse(manifest.start_lsn),
                                               Lsn.parse(manifest.stop_lsn))[0]]

@@ -155,3 +155,45 @@ def test_dag_parse_refuses_a_broken_bag(tmp_path: Path):
         dag_parse.check_pgwarden_bag({**healthy, "dag_ids": []}, tmp_path, databases=1)
     with pytest.raises(BenchmarkError, match="did not parse"):
         dag_parse.check_pgwarden_bag({**healthy, "files": []}, tmp_path, databases=1)
+
+
+def test_phases_refuse_a_name_the_engine_does_not_have():
+    from types import SimpleNamespace
+
+    from bench.scenarios._backup_child import Phases
+
+    with pytest.raises(AttributeError, match=r"cannot time 'unpack_tar': namespace._unpack does not exist"):
+        Phases().wrap(SimpleNamespace(__name__="namespace"), "_unpack", "unpack_tar")
+
+
+def test_phases_refuse_to_report_a_wrapped_step_the_run_never_called():
+    import io
+    from contextlib import contextmanager
+    from types import SimpleNamespace
+
+    from bench.scenarios._backup_child import Phases
+
+    @contextmanager
+    def open_object(key):
+        yield io.BytesIO(b"x" * 10)
+
+    engine = SimpleNamespace(__name__="engine", used=lambda: 1, unused=lambda: 2, conditional=lambda: 3,
+                             open_object=open_object)
+    phases = Phases()
+    for name in ("used", "unused"):
+        phases.wrap(engine, name, name)
+    phases.wrap(engine, "conditional", "conditional", optional=True)
+    phases.wrap_reads(engine, "open_object", lambda key: f"read_{key}")
+    phases.expect("read_base", "read_wal")
+    assert engine.used() == 1
+    with engine.open_object("base") as stream:
+        assert stream.read(4) == b"xxxx" and stream.read() == b"x" * 6
+    with pytest.raises(RuntimeError, match=r"never went through: unused \(engine.unused\), read_wal \(read_wal\)"):
+        phases.report()
+
+    engine.unused()
+    with engine.open_object("wal") as stream:
+        stream.read()
+    report = phases.report()  # the optional step was never called: that is allowed
+    assert report["calls"] == {"used": 1, "unused": 1, "read_base": 1, "read_wal": 1}
+    assert set(report["seconds"]) == {"used", "unused", "read_base", "read_wal"}

@@ -186,7 +186,7 @@ def take_full_backup(
     # Verification reads the tars while they upload: the wall time is the longer of the two, not the
     # sum. Nothing counts until pgwarden.json is written, and that waits for the verdict below.
     verifier = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pgwarden-verify")
-    verifying = verifier.submit(verify_tar_backup, dest, server_major=server_major)
+    verifying = verifier.submit(verify_tar_backup, dest)
     try:
         stored, row_counts, lock_until, pg_manifest = _snapshot_and_upload(
             target, repo, database, backup, repo_config, dest, backup_id, method, started_at, log)

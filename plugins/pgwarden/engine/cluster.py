@@ -205,10 +205,6 @@ class LocalCluster:
             timeout=timeout + 10,
         )
 
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
     def remove(self) -> None:
         """Stop (immediately: a scratch server's data does not matter) and delete everything."""
         with contextlib.suppress(Exception):

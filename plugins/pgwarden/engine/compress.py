@@ -9,7 +9,6 @@ from __future__ import annotations
 import gzip
 import shutil
 import subprocess
-import tarfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -56,17 +55,6 @@ def compress_file(src: Path, dst: Path, method: str) -> None:
         pgtools.run(["zstd", "-q", "-f", "-1", "-T0", str(src), "-o", str(dst)], timeout=3600)
     elif method == "gzip":
         with open(src, "rb") as fin, gzip.open(dst, "wb", compresslevel=6) as fout:
-            shutil.copyfileobj(fin, fout, _CHUNK)
-    else:
-        shutil.copyfile(src, dst)
-
-
-def decompress_file(src: Path, dst: Path) -> None:
-    """Decompress by file suffix (``.zst``, ``.gz``, or none)."""
-    if src.suffix == ".zst":
-        pgtools.run(["zstd", "-q", "-d", "-f", str(src), "-o", str(dst)], timeout=3600)
-    elif src.suffix == ".gz":
-        with gzip.open(src, "rb") as fin, open(dst, "wb") as fout:
             shutil.copyfileobj(fin, fout, _CHUNK)
     else:
         shutil.copyfile(src, dst)
@@ -157,10 +145,3 @@ def decompressed_from(stream: BinaryIO, suffix: str, name: str) -> Iterator[Bina
         raise feed_errors[0]
     if status != 0:
         raise PermanentError(f"{name}: decompression failed; the object is corrupt")
-
-
-@contextmanager
-def tar_stream(path: Path) -> Iterator[tarfile.TarFile]:
-    """Read a compressed tar as a stream: one pass, nothing unpacked to disk first."""
-    with decompressed(path) as stream, tarfile.open(fileobj=stream, mode="r|") as archive:
-        yield archive

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import cache
 
 import psycopg
@@ -89,9 +89,6 @@ class PgTarget:
                 )
             env[variable] = str(value)
         return env
-
-    def with_database(self, dbname: str) -> PgTarget:
-        return replace(self, dbname=dbname)
 
     def describe(self) -> str:
         """Safe to log: no password."""

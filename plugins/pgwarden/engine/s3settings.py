@@ -62,7 +62,7 @@ class S3Settings:
 
         style = self.addressing_style or ("path" if self.endpoint_url else None)
         config = Config(
-            retries={"max_attempts": self.max_attempts, "mode": "standard"},
+            retries={"total_max_attempts": self.max_attempts, "mode": "standard"},  # botocore's max_attempts counts retries only
             connect_timeout=self.connect_timeout,
             read_timeout=self.read_timeout,
             s3={"addressing_style": style} if style else None,

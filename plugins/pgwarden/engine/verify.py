@@ -92,8 +92,12 @@ def _hash_members(stream: BinaryIO, prefix: str, wanted: dict) -> Iterator[tuple
             yield path, info.size, hasher
 
 
-def verify_tar_backup(directory: Path, *, server_major: int) -> Verification:
-    """Check every file the manifest lists against the tars in ``directory``; raise naming the first bad one."""
+def verify_tar_backup(directory: Path) -> Verification:
+    """Check every file the manifest lists against the tars in ``directory``; raise naming the first bad one.
+
+    The worker's ``pg_verifybackup`` decides the method, not the server's version: from 18 on it reads
+    tar-format backups of older servers too.
+    """
     if pgtools.tool_major(pgtools.tool("pg_verifybackup")) >= 18:
         pgtools.run([pgtools.tool("pg_verifybackup"), "--no-parse-wal", str(directory)], timeout=7200)
         return Verification(method="pg_verifybackup", files_checked=len(read_backup_manifest(

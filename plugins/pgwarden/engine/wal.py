@@ -284,18 +284,3 @@ def collect_wal(
         f"{len(result.segments_uploaded)} segment(s) uploaded, {result.segments_skipped} already there, "
         f"{result.bytes_uploaded} bytes stored; restore point {restore_point} at {rp_lsn}")
     return result
-
-
-def list_wal(repo, database: str) -> tuple[set[str], dict[int, str]]:
-    """Segment names and history files present in the repository."""
-    segments: set[str] = set()
-    histories: dict[int, str] = {}
-    for info in repo.list(layout.wal_prefix(database)):
-        name = layout.wal_file_name(info.key)
-        if is_segment_name(name):
-            segments.add(name)
-        elif is_history_name(name):
-            histories[int(name[:8], 16)] = info.key
-    return segments, histories
-
-
