@@ -138,7 +138,8 @@ def describe_reachable(replayable_to: Lsn, timeline: int, point: RestorePoint | 
     if point is None:
         return text + "; no restore point is reachable between the backup's end and there"
     return (f"{text}; the newest reachable point is restore point {point.name!r} "
-            f"({point.created_at.isoformat()}, LSN {point.lsn}): restore to it with --target-name {shlex.quote(point.name)}")
+            f"({point.created_at.isoformat()}, LSN {point.lsn}): restore to it by name "
+            f"(--target-name {shlex.quote(point.name)} in the CLI)")
 
 
 def _replayable_to(missing: list[str], start_tli: int, start_lsn: Lsn, end_tli: int, end_lsn: Lsn,
