@@ -151,6 +151,18 @@ def _snapshot_and_upload(target: PgTarget, repo, database: str, backup: BackupCo
     return stored, row_counts, lock_until, pg_manifest
 
 
+def unused_backup_id(repo, database: str) -> tuple[datetime, str]:
+    """A backup id is its UTC start second. A backup started in the same second as a complete one (two
+    runs outside Airflow's max_active_runs, a test) would replace that one's pgwarden.json, so it waits
+    for the next second instead."""
+    while True:
+        started_at = datetime.now(timezone.utc)
+        backup_id = layout.backup_id_for(started_at)
+        if not repo.exists(layout.manifest_key(database, backup_id)):
+            return started_at, backup_id
+        time.sleep(1 - started_at.microsecond / 1_000_000)
+
+
 def take_full_backup(
     target: PgTarget,
     repo,
@@ -162,9 +174,8 @@ def take_full_backup(
     log: Log = print,
     timeout: float = 6 * 3600,
 ) -> BackupManifest:
-    started_at = datetime.now(timezone.utc)
+    started_at, backup_id = unused_backup_id(repo, database)
     started = time.monotonic()
-    backup_id = layout.backup_id_for(started_at)
     slot = backup.slot_for(database)
 
     facts = _server_facts(target)
