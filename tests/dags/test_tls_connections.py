@@ -25,7 +25,10 @@ from tests.harness.tls import make_ca, make_server_cert
 from tests.harness.workload import add_items, create_items
 
 BUCKET = "pgwarden-tls"
+# Every TCP login needs verified SSL. The socket line is for the fixture's own setup (LocalCluster reaches
+# the servers it starts through their Unix socket); pgwarden under test gets only the Airflow connection.
 SSL_ONLY_HBA = (
+    "local all all trust",
     "hostssl all all 127.0.0.1/32 trust",
     "hostssl replication all 127.0.0.1/32 trust",
 )
@@ -50,8 +53,7 @@ def https_s3(certs):
 
 @pytest.fixture
 def ssl_pg(pg_factory, certs):
-    """SSL set in the configuration files as in production (so base backups carry it too: the drill's
-    restored copy keeps the hostssl-only pg_hba.conf and needs SSL on to take pgwarden's connections)."""
+    """SSL set in the configuration files as in production, so base backups carry it too."""
     server_cert, _ = certs
     ssl_settings = {"ssl": "on", "ssl_cert_file": str(server_cert.cert), "ssl_key_file": str(server_cert.key)}
     server = pg_factory(settings=ssl_settings, hba=SSL_ONLY_HBA)
