@@ -18,7 +18,7 @@ from pgwarden.engine.catalog import read_catalog
 from pgwarden.engine.cluster import LocalCluster
 from pgwarden.engine.postgres import connect
 from pgwarden.engine.repository import open_repository
-from pgwarden.engine.restore import remove_restore, restore
+from pgwarden.engine.restore import remove_restore, restore, restored_server
 from pgwarden.engine.wal import collect_wal
 from tests.harness.postgres import postgres_server, scratch_base
 from tests.harness.workload import add_items, count_items, create_items
@@ -56,7 +56,7 @@ def test_two_full_backups_wal_and_restore_on_sql_ascii(sql_ascii_pg: LocalCluste
     try:
         result = restore(repo, "oddb", base / "r", RecoveryTarget("name", name="rp_650"), start=True)
         assert result.backup_id == second.backup_id
-        assert count_items(LocalCluster(datadir=Path(result.datadir), port=result.port)) == 650
+        assert count_items(restored_server(Path(result.datadir), result.port)) == 650
     finally:
         remove_restore(base / "r")
         import shutil
