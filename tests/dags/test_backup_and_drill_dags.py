@@ -62,8 +62,7 @@ def drill_evidence(s3) -> list[dict]:
 
 
 @pytest.mark.integration
-def test_full_incremental_and_drill(appdb, s3, capfd, monkeypatch) -> None:
-    monkeypatch.setenv("AIRFLOW__LOGGING__LOGGING_LEVEL", "INFO")  # the session runs at WARNING; read per task
+def test_full_incremental_and_drill(appdb, s3, capfd) -> None:
     states, _ = run_dag("shop.backup_full")
     assert states == {"base_backup": "success", "retention": "success", "offsite_copy": "success"}
     [manifest_key] = [k for k in objects(s3, "pg/shop/base/") if k.endswith("pgwarden.json")]

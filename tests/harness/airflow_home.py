@@ -25,7 +25,7 @@ def prepare_airflow_home() -> Path:
         "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-        "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
+        "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",  # tests read what tasks log at INFO (drill figures)
         "PGWARDEN_CONFIG": os.environ.get("PGWARDEN_CONFIG", str(ROOT / "include" / "pgwarden.yaml")),
     })
     subprocess.run(
