@@ -89,7 +89,8 @@ def kill_group(child: subprocess.Popen) -> None:
 def _main() -> None:
     from pgwarden.core.config import BackupConfig, RepositoryConfig
     from pgwarden.engine.backup_full import take_full_backup
-    from pgwarden.engine.repository import S3Settings, open_repository
+    from pgwarden.engine.repository import open_repository
+    from pgwarden.engine.s3.settings import S3Settings
     from pgwarden.engine.wal import collect_wal
 
     env = os.environ

@@ -36,7 +36,8 @@ from pgwarden.engine.catalog import read_catalog
 from pgwarden.engine.errors import PermanentError, TransientError
 from pgwarden.engine.postgres import connect
 from pgwarden.engine.prune import prune
-from pgwarden.engine.repository import S3Settings, open_repository
+from pgwarden.engine.repository import open_repository
+from pgwarden.engine.s3.settings import S3Settings
 from pgwarden.engine.wal import WalCollection, collect_wal, ensure_slot
 from tests.harness.bulk import emit_wal, fill_table, slot_restart_lsn
 from tests.harness.engine_child import child_env, kill_group, spawn, wait_for_line

@@ -17,7 +17,8 @@ from pgwarden.core.config import BackupConfig, RepositoryConfig
 from pgwarden.engine.backup_full import take_full_backup
 from pgwarden.engine.catalog import read_catalog
 from pgwarden.engine.offsite import copy_offsite
-from pgwarden.engine.repository import S3Settings, open_repository
+from pgwarden.engine.repository import open_repository
+from pgwarden.engine.s3.settings import S3Settings
 from tests.harness.bulk import fill_table
 from tests.harness.s3 import ACCESS_KEY, REGION, SECRET_KEY
 
