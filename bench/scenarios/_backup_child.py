@@ -121,7 +121,8 @@ class Phases:
 
 def open_repo(request: dict):
     from pgwarden.core.config import RepositoryConfig
-    from pgwarden.engine.repository import S3Settings, open_repository
+    from pgwarden.engine.repository import open_repository
+    from pgwarden.engine.s3.settings import S3Settings
 
     config = RepositoryConfig(url=request["repo_url"], conn_id="bench" if request.get("s3") else None,
                               sse="none")

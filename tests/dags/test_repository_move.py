@@ -16,7 +16,8 @@ import pytest
 from pgwarden.airflow.pipelines.backup import backups_asset
 from pgwarden.core.config import RepositoryConfig
 from pgwarden.engine.catalog import read_catalog
-from pgwarden.engine.repository import S3Settings, open_repository
+from pgwarden.engine.repository import open_repository
+from pgwarden.engine.s3.settings import S3Settings
 from tests.dags.conftest import run_dag
 from tests.harness.airflow_conns import set_postgres_conn
 from tests.harness.s3 import ACCESS_KEY, REGION, SECRET_KEY

@@ -18,6 +18,7 @@ from psycopg import sql
 
 from pgwarden.engine import pgtools
 from pgwarden.engine.postgres import connect
+from pgwarden.engine.s3.client import new_client
 from tests.dags.conftest import run_dag
 from tests.harness.postgres import scratch_base
 from tests.harness.s3 import start_moto
@@ -116,7 +117,7 @@ def test_the_ca_in_the_connection_is_what_makes_it_trusted(ssl_pg, https_s3, cer
             "psql": lambda t=target: pgtools.run(
                 [pgtools.tool("psql"), "-Atc", "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"],
                 env=t.tool_env(), timeout=60).stdout.strip(),
-            "s3": lambda: s3_settings("s3_tls").client().list_buckets()["ResponseMetadata"]["HTTPStatusCode"],
+            "s3": lambda: new_client(s3_settings("s3_tls")).list_buckets()["ResponseMetadata"]["HTTPStatusCode"],
         }
         for name, attempt in attempts.items():
             if trusted:

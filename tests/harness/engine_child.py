@@ -5,11 +5,12 @@ Everything comes from the environment (never argv, which ``ps`` shows to every u
     PGWARDEN_CHILD_ACTION      ``full`` (take_full_backup) or ``wal`` (collect_wal)
     PGWARDEN_CHILD_DATABASE    the database's name in the repository (``appdb``)
     PGWARDEN_CHILD_REPO_URL    file:///... or s3://bucket/prefix
+    PGWARDEN_CHILD_REPO_CONN_ID   (s3) the repository's Airflow AWS connection
     PGWARDEN_CHILD_WORKDIR     local scratch folder
     PGWARDEN_CHILD_RESTORE_POINT  (wal) the restore point's name
     PGWARDEN_CHILD_COMPRESSION    (wal) zstd, gzip or none
     PGHOST, PGPORT, PGUSER, PGDATABASE, PGPASSWORD   the server, as libpq reads them
-    AWS_ENDPOINT_URL_S3, AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY   the S3 endpoint
+    AIRFLOW_CONN_<ID>          that connection, resolved by pgwarden's hooks as in production
 
 Each log line goes to stdout at once (``CHILD <message>``); the last line is ``CHILD DONE``.
 """
@@ -31,12 +32,12 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def child_env(target: PgTarget, repo_url: str, database: str, workdir: Path, action: str,
-              s3_env: Mapping[str, str] | None = None, **extra: str) -> dict[str, str]:
+              conn_env: Mapping[str, str] | None = None, **extra: str) -> dict[str, str]:
     # libpq and AWS settings of this process must not leak into the child's: it gets exactly these.
     env = {k: v for k, v in os.environ.items()
            if not (k.startswith(("PG", "AWS_")) and not k.startswith("PGWARDEN_"))}
     env.update(target.tool_env())
-    env.update(s3_env or {})
+    env.update(conn_env or {})
     env.update({
         "PGWARDEN_CHILD_ACTION": action, "PGWARDEN_CHILD_DATABASE": database,
         "PGWARDEN_CHILD_REPO_URL": repo_url, "PGWARDEN_CHILD_WORKDIR": str(workdir),
@@ -87,9 +88,9 @@ def kill_group(child: subprocess.Popen) -> None:
 
 
 def _main() -> None:
+    from pgwarden.airflow.hooks import open_repository
     from pgwarden.core.config import BackupConfig, RepositoryConfig
     from pgwarden.engine.backup_full import take_full_backup
-    from pgwarden.engine.repository import S3Settings, open_repository
     from pgwarden.engine.wal import collect_wal
 
     env = os.environ
@@ -98,8 +99,8 @@ def _main() -> None:
     workdir = Path(env["PGWARDEN_CHILD_WORKDIR"])
     target = PgTarget(host=env["PGHOST"], port=int(env["PGPORT"]), user=env["PGUSER"],
                       dbname=env.get("PGDATABASE", "postgres"), password=env.get("PGPASSWORD"))
-    repo_config = RepositoryConfig(url=env["PGWARDEN_CHILD_REPO_URL"])
-    repo = open_repository(repo_config, S3Settings.from_env())
+    repo_config = RepositoryConfig(url=env["PGWARDEN_CHILD_REPO_URL"], conn_id=env.get("PGWARDEN_CHILD_REPO_CONN_ID"))
+    repo = open_repository(repo_config)
 
     def log(message: str) -> None:
         print(f"CHILD {message}", flush=True)

@@ -1,7 +1,8 @@
 """Backups under faults (issue 3, "Bad input and faults"): one test per fault, all parts real.
 
 Real PostgreSQL servers, the real S3 endpoint (moto's server) reached through pgwarden's own
-client code, real child processes killed with SIGKILL. Nothing is mocked. What each test proves:
+client code (as production reaches it: an Airflow AWS connection resolved by pgwarden's hooks, in
+the killed children too), real child processes killed with SIGKILL. Nothing is mocked. What each test proves:
 
 - a backup killed mid-upload leaves no ``pgwarden.json`` (so no backup), the next one succeeds,
   retention removes the orphan;
@@ -27,6 +28,7 @@ from pathlib import Path
 
 import pytest
 
+from pgwarden.airflow import hooks
 from pgwarden.core import layout
 from pgwarden.core.config import BackupConfig, RepositoryConfig
 from pgwarden.core.lsn import Lsn
@@ -36,8 +38,10 @@ from pgwarden.engine.catalog import read_catalog
 from pgwarden.engine.errors import PermanentError, TransientError
 from pgwarden.engine.postgres import connect
 from pgwarden.engine.prune import prune
-from pgwarden.engine.repository import S3Settings, open_repository
+from pgwarden.engine.repository import open_repository
+from pgwarden.engine.s3.settings import S3Settings
 from pgwarden.engine.wal import WalCollection, collect_wal, ensure_slot
+from tests.harness.airflow_conns import aws_conn_env
 from tests.harness.bulk import emit_wal, fill_table, slot_restart_lsn
 from tests.harness.engine_child import child_env, kill_group, spawn, wait_for_line
 from tests.harness.s3 import ACCESS_KEY, REGION, SECRET_KEY
@@ -46,21 +50,23 @@ from tests.harness.tcp_relay import TcpRelay
 DB = "appdb"
 SLOT = f"pgwarden_{DB}"
 BUCKET = "pgwarden-faults"
+S3_CONN = "pgw_faults_s3"
 
 pytestmark = pytest.mark.integration
 
 
-def s3_repository(s3, endpoint_url: str | None = None, **settings):
+def s3_repository(s3, monkeypatch):
+    """The repository as production opens it: the AWS connection ``S3_CONN`` through the hooks."""
     s3.client().create_bucket(Bucket=BUCKET)
-    config = RepositoryConfig(url=f"s3://{BUCKET}/prod", conn_id="aws")
-    s3_settings = S3Settings(endpoint_url=endpoint_url or s3.endpoint_url, region_name=REGION,
-                             aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY, **settings)
-    return config, open_repository(config, s3_settings)
+    for name, value in aws_conn_env(S3_CONN, s3).items():
+        monkeypatch.setenv(name, value)
+    config = RepositoryConfig(url=f"s3://{BUCKET}/prod", conn_id=S3_CONN)
+    return config, hooks.open_repository(config)
 
 
 def s3_child_env(s3) -> dict[str, str]:
-    return {"AWS_ENDPOINT_URL_S3": s3.endpoint_url, "AWS_REGION": REGION,
-            "AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}
+    """A killed child's connection to ``s3``: the same AWS connection, resolved by its own hooks."""
+    return {**aws_conn_env(S3_CONN, s3), "PGWARDEN_CHILD_REPO_CONN_ID": S3_CONN}
 
 
 def backup_objects(repo, backup_id: str) -> set[str]:
@@ -116,8 +122,8 @@ def assert_wal_converged(pg, repo, guard_before: Lsn, result: WalCollection) -> 
 # -- full backups ---------------------------------------------------------------------------------
 
 
-def test_kill_9_mid_upload_leaves_an_orphan_that_is_never_a_backup(pg, s3, tmp_path) -> None:
-    repo_config, repo = s3_repository(s3)
+def test_kill_9_mid_upload_leaves_an_orphan_that_is_never_a_backup(pg, s3, tmp_path, monkeypatch) -> None:
+    repo_config, repo = s3_repository(s3, monkeypatch)
     fill_table(pg, 150)
 
     child = spawn(child_env(pg.target(), repo_config.url, DB, tmp_path / "killed", "full", s3_child_env(s3)))
@@ -155,7 +161,11 @@ def test_s3_endpoint_down_mid_upload_fails_transient_and_counts_nothing(pg, s3, 
     relay = TcpRelay(target_port=s3.port)
     relay.start()
     try:
-        repo_config, repo = s3_repository(s3, relay.url, max_attempts=2, connect_timeout=1, read_timeout=5)
+        s3.client().create_bucket(Bucket=BUCKET)
+        repo_config = RepositoryConfig(url=f"s3://{BUCKET}/prod", conn_id="aws")
+        repo = open_repository(repo_config, S3Settings(
+            endpoint_url=relay.url, region_name=REGION, aws_access_key_id=ACCESS_KEY,
+            aws_secret_access_key=SECRET_KEY, max_attempts=2, connect_timeout=1, read_timeout=5))
         fill_table(pg, 150)
         caplog.set_level(logging.DEBUG, logger="botocore.retries.standard")
 
@@ -211,8 +221,8 @@ def test_s3_endpoint_down_mid_upload_fails_transient_and_counts_nothing(pg, s3, 
 # -- WAL collection -------------------------------------------------------------------------------
 
 
-def test_kill_9_mid_wal_collection_converges_on_the_next_run(pg, s3, tmp_path) -> None:
-    repo_config, repo = s3_repository(s3)
+def test_kill_9_mid_wal_collection_converges_on_the_next_run(pg, s3, tmp_path, monkeypatch) -> None:
+    repo_config, repo = s3_repository(s3, monkeypatch)
     guard = ensure_slot(pg.target(), SLOT, DB, create=True).restart_lsn
     fill_table(pg, 120)  # ~8 segments of text that compress 2x: each upload takes a moment
 

@@ -25,7 +25,8 @@ from pgwarden.engine.cluster import LocalCluster, free_port
 from pgwarden.engine.config_file import load_config
 from pgwarden.engine.pgtools import give_to_server_user
 from pgwarden.engine.postgres import connect
-from pgwarden.engine.repository import S3Settings, open_repository
+from pgwarden.engine.repository import open_repository
+from pgwarden.engine.s3.settings import S3Settings
 from pgwarden.engine.wal import collect_wal
 from tests.harness.postgres import scratch_base
 from tests.harness.s3 import ACCESS_KEY, REGION, SECRET_KEY

@@ -25,7 +25,8 @@ from pgwarden.core.walnames import segment_name, segments_between
 from pgwarden.engine.catalog import WalPosition, WalRange, read_catalog
 from pgwarden.engine.offsite import copy_offsite
 from pgwarden.engine.prune import prune
-from pgwarden.engine.repository import ChecksumMismatch, Repository, S3Settings, open_repository
+from pgwarden.engine.repository import ChecksumMismatch, Repository, open_repository
+from pgwarden.engine.s3.settings import S3Settings
 from tests.harness.s3 import ACCESS_KEY, REGION, SECRET_KEY, MotoServer
 
 DB = "appdb"

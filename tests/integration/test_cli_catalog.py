@@ -13,7 +13,8 @@ import pytest
 
 from pgwarden.core.config import BackupConfig, RepositoryConfig
 from pgwarden.engine.backup_full import take_full_backup
-from pgwarden.engine.repository import S3Settings, open_repository
+from pgwarden.engine.repository import open_repository
+from pgwarden.engine.s3.settings import S3Settings
 from pgwarden.engine.wal import collect_wal
 from tests.harness.s3 import ACCESS_KEY, REGION, SECRET_KEY
 from tests.harness.workload import add_items, create_items

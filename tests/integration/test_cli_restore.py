@@ -12,8 +12,9 @@ import pytest
 
 from pgwarden.core.config import BackupConfig, RepositoryConfig
 from pgwarden.engine.backup_full import take_full_backup
-from pgwarden.engine.repository import S3Settings, open_repository
+from pgwarden.engine.repository import open_repository
 from pgwarden.engine.restore import remove_restore, restored_server
+from pgwarden.engine.s3.settings import S3Settings
 from pgwarden.engine.wal import collect_wal
 from tests.harness.postgres import scratch_base
 from tests.harness.s3 import ACCESS_KEY, REGION, SECRET_KEY

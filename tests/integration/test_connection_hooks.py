@@ -13,6 +13,7 @@ from pgwarden.core.config import RepositoryConfig
 from pgwarden.engine import pgtools
 from pgwarden.engine.errors import PermanentError
 from pgwarden.engine.postgres import connect
+from pgwarden.engine.s3.client import new_client
 
 
 def set_conn(monkeypatch, conn_id: str, **conn) -> None:
@@ -85,7 +86,7 @@ def test_botocore_config_from_the_connection_reaches_the_client_over_pgwarden_de
     monkeypatch.setenv("AIRFLOW_CONN_S3_CFG", s3.airflow_conn_uri(config_kwargs={
         "retries": {"max_attempts": 3, "mode": "adaptive"}, "s3": {"addressing_style": "virtual"},
         "read_timeout": 17}))
-    client = s3_settings("s3_cfg").client()
+    client = new_client(s3_settings("s3_cfg"))
     config = client.meta.config
     # botocore reports max_attempts (retries) as total_max_attempts (the first try included)
     assert config.retries == {"total_max_attempts": 4, "mode": "adaptive"}
@@ -93,7 +94,7 @@ def test_botocore_config_from_the_connection_reaches_the_client_over_pgwarden_de
     assert config.connect_timeout == 10  # pgwarden's default where the connection says nothing
 
     monkeypatch.setenv("AIRFLOW_CONN_S3_PLAIN", s3.airflow_conn_uri())
-    plain = s3_settings("s3_plain").client().meta.config
+    plain = new_client(s3_settings("s3_plain")).meta.config
     # pgwarden's own default: S3Settings.max_attempts counts every attempt, the first one included
     assert plain.retries == {"total_max_attempts": 5, "mode": "standard"} and plain.s3 == {"addressing_style": "path"}
 

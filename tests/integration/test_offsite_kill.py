@@ -1,8 +1,10 @@
-"""kill -9 of the off-site copy at an arbitrary moment, then run it again: it converges."""
+"""kill -9 of the off-site copy at an arbitrary moment, then run it again: it converges.
+
+The off-site bucket is reached as production reaches it, in the killed child too: an Airflow AWS
+connection (``AIRFLOW_CONN_<ID>``) resolved by pgwarden's hooks."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -12,40 +14,43 @@ from datetime import datetime, timezone
 
 import pytest
 
+from pgwarden.airflow import hooks
 from pgwarden.core import layout
 from pgwarden.core.config import BackupConfig, RepositoryConfig
 from pgwarden.engine.backup_full import take_full_backup
 from pgwarden.engine.catalog import read_catalog
 from pgwarden.engine.offsite import copy_offsite
-from pgwarden.engine.repository import S3Settings, open_repository
+from pgwarden.engine.repository import open_repository
+from tests.harness.airflow_conns import aws_conn_env
 from tests.harness.bulk import fill_table
-from tests.harness.s3 import ACCESS_KEY, REGION, SECRET_KEY
 
 BUCKET = "offsite-kill"
+OFFSITE_CONN = "pgw_offsite_kill"
 
 
 @pytest.mark.integration
-def test_offsite_copy_killed_midway_converges(pg, s3, file_repo, tmp_path) -> None:
+def test_offsite_copy_killed_midway_converges(pg, s3, file_repo, tmp_path, monkeypatch) -> None:
     src_config = RepositoryConfig(url=file_repo)
     src = open_repository(src_config)
     fill_table(pg, 150)  # a base backup big enough that its upload takes a moment
     manifest = take_full_backup(pg.target(), src, "db", BackupConfig(compression="none"), src_config,
                                 workdir=tmp_path / "w")
     s3.client().create_bucket(Bucket=BUCKET)
-    settings = dict(endpoint_url=s3.endpoint_url, region_name=REGION, aws_access_key_id=ACCESS_KEY,
-                    aws_secret_access_key=SECRET_KEY)
-    dst = open_repository(RepositoryConfig(url=f"s3://{BUCKET}/dr"), S3Settings(**settings))
+    for name, value in aws_conn_env(OFFSITE_CONN, s3).items():
+        monkeypatch.setenv(name, value)
+    dst_config = RepositoryConfig(url=f"s3://{BUCKET}/dr", conn_id=OFFSITE_CONN)
+    dst = hooks.open_repository(dst_config)
 
     script = (
-        "import json, sys; from pathlib import Path\n"
+        "from pathlib import Path\n"
+        "from pgwarden.airflow.hooks import open_repository\n"
         "from pgwarden.core.config import RepositoryConfig\n"
         "from pgwarden.engine.offsite import copy_offsite\n"
-        "from pgwarden.engine.repository import S3Settings, open_repository\n"
         f"src = open_repository(RepositoryConfig(url={file_repo!r}))\n"
-        f"dst = open_repository(RepositoryConfig(url='s3://{BUCKET}/dr'), S3Settings(**json.loads(sys.argv[1])))\n"
+        f"dst = open_repository(RepositoryConfig(url={dst_config.url!r}, conn_id={OFFSITE_CONN!r}))\n"
         f"copy_offsite(src, dst, 'db', workdir=Path({str(tmp_path / 'copy1')!r}))\n"
     )
-    child = subprocess.Popen([sys.executable, "-c", script, json.dumps(settings)])
+    child = subprocess.Popen([sys.executable, "-c", script])  # inherits the connection's variable
     manifest_key = layout.manifest_key("db", manifest.backup_id)
     deadline = time.monotonic() + 120
     # Kill while the backup's files are going over: some object is there, its pgwarden.json is not.

@@ -24,9 +24,9 @@ from pgwarden.engine.repository import (
     ChecksumMismatch,
     ObjectMissing,
     Repository,
-    S3Settings,
     open_repository,
 )
+from pgwarden.engine.s3.settings import S3Settings
 from tests.harness.s3 import ACCESS_KEY, REGION, SECRET_KEY, MotoServer
 
 BUCKET = "pgw-backups"
@@ -517,7 +517,8 @@ def test_s3_transfer_memory_stays_bounded(s3: MotoServer, tmp_path: Path) -> Non
         import json
         from pathlib import Path
         from pgwarden.core.config import RepositoryConfig
-        from pgwarden.engine.repository import S3Settings, open_repository
+        from pgwarden.engine.repository import open_repository
+        from pgwarden.engine.s3.settings import S3Settings
         settings = S3Settings(**json.loads({json.dumps(json.dumps(dict(
             endpoint_url=s3.endpoint_url, region_name=REGION,
             aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY)))}))

@@ -7,7 +7,8 @@ import os
 import pytest
 
 from pgwarden.core.config import RepositoryConfig
-from pgwarden.engine.repository import ChecksumMismatch, ObjectMissing, S3Settings, open_repository
+from pgwarden.engine.repository import ChecksumMismatch, ObjectMissing, open_repository
+from pgwarden.engine.s3.settings import S3Settings
 from tests.harness.s3 import ACCESS_KEY, REGION, SECRET_KEY
 
 

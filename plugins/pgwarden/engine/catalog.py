@@ -72,7 +72,7 @@ from pgwarden.core.walnames import (
     parse_segment_name,
 )
 from pgwarden.engine.errors import PermanentError
-from pgwarden.engine.repository import ObjectInfo, ObjectMissing, Repository
+from pgwarden.engine.repository.contract import ObjectInfo, ObjectMissing, Repository
 
 HEAD_CONCURRENCY = 8
 

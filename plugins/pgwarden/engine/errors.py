@@ -6,6 +6,9 @@ Airflow adapters map ``PermanentError`` to ``AirflowFailException`` (no retry) a
 
 from __future__ import annotations
 
+import errno
+import os
+
 
 class PgwardenError(Exception):
     """Base class for every error pgwarden raises on purpose."""
@@ -24,3 +27,21 @@ class NoBackupYet(PgwardenError):
 
     Operators report this as a skipped task, not a failure; its message says what runs first.
     """
+
+
+def os_error(exc: OSError, doing: str) -> PgwardenError:
+    """Classify a local file-system error; the message names the path and what to do."""
+    where = f" ({exc.filename})" if exc.filename else ""
+    detail = f"{doing}: {exc.strerror or exc}{where}"
+    code = exc.errno
+    if code in (errno.EACCES, errno.EPERM):
+        return PermanentError(f"{detail}; give the user running pgwarden (uid {os.getuid()}) access to it")
+    if code == errno.EROFS:
+        return PermanentError(f"{detail}; the file system is mounted read-only")
+    if code in (errno.ENOSPC, errno.EDQUOT):
+        return PermanentError(f"{detail}; the file system is full: free space or grow the volume")
+    if code in (errno.ENOTDIR, errno.EEXIST, errno.EISDIR):
+        return PermanentError(f"{detail}; a file is in the way of a folder (or the reverse): move it away")
+    if code in (errno.ENAMETOOLONG, errno.ELOOP, errno.EINVAL, errno.ENOENT):
+        return PermanentError(detail)
+    return TransientError(f"{detail}; retry (I/O or network file system trouble)")

@@ -55,7 +55,7 @@ from pgwarden.engine.prune import (
     prune,
     unreachable_restore_points,
 )
-from pgwarden.engine.repository import ObjectInfo, Repository
+from pgwarden.engine.repository.contract import ObjectInfo, Repository
 
 logger = logging.getLogger(__name__)
 

@@ -42,7 +42,7 @@ from pgwarden.core.walnames import (
     segment_end,
 )
 from pgwarden.engine.catalog import Catalog, WalObject, read_catalog
-from pgwarden.engine.repository import Repository
+from pgwarden.engine.repository.contract import Repository
 
 logger = logging.getLogger(__name__)
 

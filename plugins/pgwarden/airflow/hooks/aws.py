@@ -11,7 +11,7 @@ from __future__ import annotations
 from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
 
 from pgwarden.airflow.hooks.connection import get_connection
-from pgwarden.engine.s3settings import S3Settings
+from pgwarden.engine.s3.settings import S3Settings
 
 
 def s3_settings(conn_id: str | None) -> S3Settings:
