@@ -72,12 +72,12 @@ import socket
 import stat
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
-from urllib.parse import unquote, urlparse
+from urllib.parse import unquote, urlencode, urlparse
 
 from pgwarden.engine.errors import PermanentError, PgwardenError, TransientError
 from pgwarden.engine.s3settings import S3Settings
@@ -329,7 +329,10 @@ class Repository(ABC):
         return f"{self.url}/{check_key(key)}"
 
     @abstractmethod
-    def put_file(self, key: str, path: Path, *, retain_until: datetime | None = None) -> ObjectInfo: ...
+    def put_file(self, key: str, path: Path, *, retain_until: datetime | None = None,
+                 storage_class: str | None = None, tags: Mapping[str, str] | None = None) -> ObjectInfo:
+        """Store ``path`` under ``key``. ``storage_class`` (e.g. ``GLACIER_IR``) and ``tags`` (S3 object
+        tags, e.g. for a bucket lifecycle rule that expires them) apply to S3 only; ``file://`` ignores them."""
 
     @abstractmethod
     def put_bytes(self, key: str, data: bytes, *, retain_until: datetime | None = None) -> ObjectInfo: ...
@@ -515,7 +518,8 @@ class FileRepository(Repository):
                         os.unlink(leftover)
         return ObjectInfo(key=key, size=size, sha256=digest, modified=modified)
 
-    def put_file(self, key: str, path: Path, *, retain_until: datetime | None = None) -> ObjectInfo:
+    def put_file(self, key: str, path: Path, *, retain_until: datetime | None = None,
+                 storage_class: str | None = None, tags: Mapping[str, str] | None = None) -> ObjectInfo:
         check_key(key)
         _check_retain_until(retain_until)
         try:
@@ -866,7 +870,8 @@ class S3Repository(Repository):
             self._client().put_object(Bucket=self.bucket, Key=object_key, Body=data, **args)
         return ObjectInfo(key=key, size=len(data), sha256=digest)
 
-    def put_file(self, key: str, path: Path, *, retain_until: datetime | None = None) -> ObjectInfo:
+    def put_file(self, key: str, path: Path, *, retain_until: datetime | None = None,
+                 storage_class: str | None = None, tags: Mapping[str, str] | None = None) -> ObjectInfo:
         object_key = self._object_key(key)
         _check_retain_until(retain_until)
         doing = f"uploading {path} to {self.uri(key)}"
@@ -876,6 +881,10 @@ class S3Repository(Repository):
         except OSError as exc:
             raise _os_error(exc, f"reading local file {path} to store as {self.uri(key)}") from exc
         args = self._upload_args(digest, retain_until)
+        if storage_class:
+            args["StorageClass"] = storage_class
+        if tags:
+            args["Tagging"] = urlencode(tags)
         with self._errors(doing), self._transfer_manager() as manager:
             manager.upload(str(path), self.bucket, object_key, extra_args=args).result()
         after = os.stat(path)
