@@ -13,7 +13,12 @@ import pytest
 
 from pgwarden.core.config import RepositoryConfig
 from pgwarden.core.identifiers import QualifiedName
-from pgwarden.core.lifecycle.archive import ROW_VERSION_COLUMN, ArchiveManifest, ArchiveOptions, PersonalDataRefused
+from pgwarden.core.lifecycle.archive import (
+    ROW_VERSION_COLUMN,
+    ArchiveManifest,
+    ArchiveOptions,
+    PersonalDataRefused,
+)
 from pgwarden.engine.lifecycle.archive import ArchiveRequest, archive_then_delete
 from pgwarden.engine.postgres import connect
 from pgwarden.engine.repository import S3Settings, open_repository
@@ -73,7 +78,7 @@ def source_rows(conn, ids_max: int) -> list[dict]:
                   addr::text
            FROM public.events WHERE id <= %s ORDER BY id""", (ids_max,))
     names = [d.name for d in cur.description]
-    rows = [dict(zip(names, r)) for r in cur.fetchall()]
+    rows = [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
     for row in rows:  # psycopg shows a real as its shortest decimal; the archive holds the float32 itself
         row["f4"] = struct.unpack("f", struct.pack("f", row["f4"]))[0]
     return rows
