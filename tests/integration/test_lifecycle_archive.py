@@ -10,15 +10,12 @@ from decimal import Decimal
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from pydantic import ValidationError
 
 from pgwarden.core.config import RepositoryConfig
-from pgwarden.core.identifiers import QualifiedName
-from pgwarden.core.lifecycle.archive import (
-    ROW_VERSION_COLUMN,
-    ArchiveManifest,
-    ArchiveOptions,
-    PersonalDataRefused,
-)
+from pgwarden.core.lifecycle.archive import ROW_VERSION_COLUMN, ArchiveManifest
+from pgwarden.core.lifecycle.config import PolicyConfig
+from pgwarden.engine.errors import PermanentError
 from pgwarden.engine.lifecycle.archive import ArchiveRequest, archive_then_delete
 from pgwarden.engine.postgres import connect
 from pgwarden.engine.repository import S3Settings, open_repository
@@ -36,6 +33,15 @@ def s3_repo(s3):
     settings = S3Settings(endpoint_url=s3.endpoint_url, region_name=REGION, aws_access_key_id=ACCESS_KEY,
                           aws_secret_access_key=SECRET_KEY)
     return open_repository(RepositoryConfig(url=f"s3://{BUCKET}/pgw"), settings)
+
+
+def policy(name: str, table: str, column: str, **fields) -> PolicyConfig:
+    return PolicyConfig.model_validate({"name": name, "table": table, "expire": {"column": column},
+                                        "mode": "archive_then_delete", **fields})
+
+
+def request(p: PolicyConfig, run_id: str = "manual__1") -> ArchiveRequest:
+    return ArchiveRequest(database=DB, policy=p, data_interval_end=END, run_id=run_id)
 
 
 ALL_TYPES = """
@@ -91,10 +97,9 @@ def test_every_type_round_trips_and_only_expired_rows_are_deleted(pg, s3, tmp_pa
         conn.execute("SET TimeZone = 'America/New_York'")  # the archive is UTC whatever the session says
         fill_all_types(conn, n_expired=2500, n_live=500)
         expected = source_rows(conn, 2500)
-    request = ArchiveRequest(database=DB, policy="old_events", table=QualifiedName.parse("public.events"),
-                             expire_column="expires_at", data_interval_end=END, run_id="manual__1",
-                             options=ArchiveOptions(storage_class="GLACIER_IR", max_part_size="1MiB"))
-    summary = archive_then_delete(pg.target(), repo, request, workdir=tmp_path / "w", read_batch_rows=700)
+    p = policy("old_events", "public.events", "expires_at",
+               archive={"storage_class": "GLACIER_IR", "max_part_size": "1MiB"})
+    summary = archive_then_delete(pg.target(), repo, request(p), workdir=tmp_path / "w", read_batch_rows=700)
 
     assert summary.rows_archived == summary.rows_deleted == 2500
     assert summary.rows_changed_kept == 0
@@ -143,8 +148,7 @@ def test_rows_changed_after_archival_are_kept_and_reported(pg, s3, tmp_path) -> 
     with connect(pg.target()) as conn:
         conn.execute("CREATE TABLE public.sessions (id int PRIMARY KEY, expires_at timestamptz, data text)")
         conn.execute("INSERT INTO public.sessions SELECT g, %s, 'v1' FROM generate_series(1, 300) g", (EXPIRED,))
-    request = ArchiveRequest(database=DB, policy="sessions", table=QualifiedName("public", "sessions"),
-                             expire_column="expires_at", data_interval_end=END, run_id="r1")
+    p = policy("sessions", "public.sessions", "expires_at")
 
     def on_upload(message: str) -> None:
         # Runs after the part's rows were read and while it is uploaded: the application writes.
@@ -153,7 +157,7 @@ def test_rows_changed_after_archival_are_kept_and_reported(pg, s3, tmp_path) -> 
                 app.execute("UPDATE public.sessions SET expires_at = %s WHERE id <= 10", (LIVE,))
                 app.execute("UPDATE public.sessions SET data = 'v2' WHERE id BETWEEN 11 AND 15")
 
-    summary = archive_then_delete(pg.target(), repo, request, workdir=tmp_path / "w", log=on_upload)
+    summary = archive_then_delete(pg.target(), repo, request(p), workdir=tmp_path / "w", log=on_upload)
     assert summary.rows_archived == 300
     assert summary.rows_deleted == 285
     assert summary.rows_changed_kept == 15
@@ -171,17 +175,19 @@ def test_quoted_identifiers_and_dropped_personal_data(pg, s3, tmp_path) -> None:
                      '"e-mail" text, "Full Name" text)')
         conn.execute("""INSERT INTO "User Data"."e-mail" SELECT g, %s, 'u' || g || '@example.com', 'N' || g
                         FROM generate_series(1, 50) g""", (EXPIRED,))
-    table = QualifiedName.parse('"User Data"."e-mail"')
-    base = dict(database=DB, policy="mail", table=table, expire_column="Expires At", data_interval_end=END,
-                run_id="r1", personal_data=("e-mail", "Full Name"))
-    with pytest.raises(PersonalDataRefused, match="archive.drop_columns"):
-        archive_then_delete(pg.target(), repo, ArchiveRequest(**base), workdir=tmp_path / "w")
+    fields = dict(table='"User Data"."e-mail"', personal_data=['"e-mail"', '"Full Name"'])
+    with pytest.raises(ValidationError, match="archive.drop_columns"):
+        policy("mail", column='"Expires At"', **fields)
+    with pytest.raises(PermanentError, match="does not have"):
+        archive_then_delete(pg.target(), repo, request(policy(
+            "mail", column='"Expires At"', table='"User Data"."e-mail"', personal_data=['"e-mail"', "phone"],
+            archive={"drop_columns": ['"e-mail"', "phone"]})), workdir=tmp_path / "w")
     with connect(pg.target()) as conn:
         assert conn.execute('SELECT count(*) FROM "User Data"."e-mail"').fetchone()[0] == 50
 
-    options = ArchiveOptions(drop_columns=("e-mail",), anonymize_columns=("Full Name",))
-    summary = archive_then_delete(pg.target(), repo, ArchiveRequest(**base, options=options),
-                                  workdir=tmp_path / "w", hmac_key=b"secret")
+    p = policy("mail", column='"Expires At"', **fields,
+               archive={"drop_columns": ['"e-mail"'], "anonymize_columns": ['"Full Name"']})
+    summary = archive_then_delete(pg.target(), repo, request(p), workdir=tmp_path / "w", hmac_key=b"secret")
     assert summary.rows_deleted == 50
     assert summary.manifest_key == "lcarch/archive/User%20Data.e-mail/20261130T190000Z/manifest.json"
     manifest = ArchiveManifest.model_validate_json(repo.get_bytes(summary.manifest_key))
@@ -200,10 +206,9 @@ def test_personal_data_with_an_expiry_is_archived_with_the_expiry_tag(pg, s3, tm
     with connect(pg.target()) as conn:
         conn.execute("CREATE TABLE public.users (id int PRIMARY KEY, gone_at timestamptz, email text)")
         conn.execute("INSERT INTO public.users SELECT g, %s, 'x' FROM generate_series(1, 5) g", (EXPIRED,))
-    request = ArchiveRequest(database=DB, policy="users", table=QualifiedName("public", "users"),
-                             expire_column="gone_at", data_interval_end=END, run_id="r1", personal_data=("email",),
-                             options=ArchiveOptions(expire_after="365d", storage_class="STANDARD_IA"))
-    summary = archive_then_delete(pg.target(), repo, request, workdir=tmp_path / "w")
+    p = policy("users", "public.users", "gone_at", personal_data=["email"],
+               archive={"expire_after": "365d", "storage_class": "STANDARD_IA"})
+    summary = archive_then_delete(pg.target(), repo, request(p), workdir=tmp_path / "w")
     assert summary.rows_deleted == 5
     manifest = ArchiveManifest.model_validate_json(repo.get_bytes(summary.manifest_key))
     tags = s3.client().get_object_tagging(Bucket=BUCKET, Key=f"pgw/{manifest.parts[0].key}")["TagSet"]

@@ -41,23 +41,21 @@ value is exactly what PostgreSQL prints, never a Python re-rendering of it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Literal
 from urllib.parse import quote as _pct_quote
 from urllib.parse import unquote as _pct_unquote
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel
 
 from pgwarden.core.identifiers import QualifiedName
-from pgwarden.core.units import parse_duration, parse_size
+from pgwarden.core.lifecycle.config import PolicyConfig
 
 MANIFEST_NAME = "manifest.json"
 PART_DIGITS = 5
 # The row version each archived row had, kept in the part so a retried delete removes exactly
 # that version; a restore leaves it out.
 ROW_VERSION_COLUMN = "_pgwarden_xmin"
-STORAGE_CLASSES = ("STANDARD", "STANDARD_IA", "ONEZONE_IA", "INTELLIGENT_TIERING", "GLACIER_IR",
-                   "GLACIER", "DEEP_ARCHIVE")
 # Objects in these classes cannot be read back until restored from the archive tier (hours).
 UNREADABLE_CLASSES = frozenset({"GLACIER", "DEEP_ARCHIVE"})
 EXPIRE_TAG = "pgwarden-archive-expire-days"
@@ -205,65 +203,32 @@ def map_column(column: PgColumn) -> ColumnMapping:
 # -- policy checks ----------------------------------------------------------------------------------
 
 
-class ArchiveOptions(BaseModel):
-    """A policy's ``archive:`` block (mode ``archive_then_delete``)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    storage_class: Literal[STORAGE_CLASSES] = "STANDARD"  # type: ignore[valid-type]
-    max_part_size: int = Field(default=64 * 1024 * 1024, description="bytes, or a size like 64MiB")
-    drop_columns: tuple[str, ...] = ()
-    anonymize_columns: tuple[str, ...] = ()
-    expire_after_days: int | None = Field(default=None, alias="expire_after")
-
-    @field_validator("max_part_size", mode="before")
-    @classmethod
-    def _size(cls, value: object) -> int:
-        size = parse_size(value)  # type: ignore[arg-type]
-        if size < 1024 * 1024:
-            raise ValueError("max_part_size below 1MiB makes one object per few rows; use e.g. 64MiB")
-        return size
-
-    @field_validator("expire_after_days", mode="before")
-    @classmethod
-    def _days(cls, value: object) -> int | None:
-        if value is None:
-            return None
-        delta = parse_duration(value)  # type: ignore[arg-type]
-        if delta.total_seconds() % 86400 or delta.days < 1:
-            raise ValueError("expire_after is a whole number of days (S3 expires objects by the day), e.g. 365d")
-        return delta.days
+def expiry_tag_days(expire_after: timedelta) -> int:
+    """Whole days for the S3 expiry tag, rounded down so objects never outlive ``expire_after``."""
+    days = expire_after.days
+    if days < 1:
+        raise ValueError(f"archive.expire_after must be at least 1d (S3 expires objects by the day), "
+                         f"got {expire_after}")
+    return days
 
 
-class PersonalDataRefused(ValueError):
-    """Archiving would copy personal data out of the database with no rule to ever erase it."""
-
-
-def check_archive_columns(columns: list[str], key: list[str], personal_data: list[str],
-                          options: ArchiveOptions) -> None:
-    """Refuse an archive that the policy's columns make unsafe or impossible, before any row is read."""
-    named = {"drop_columns": options.drop_columns, "anonymize_columns": options.anonymize_columns,
-             "personal_data": tuple(personal_data)}
+def check_archive_columns(columns: list[str], key: list[str], policy: PolicyConfig) -> None:
+    """Refuse an archive the table's columns make impossible, before any row is read. (The personal
+    data rule needs no table and is checked when the config is validated: ``PolicyConfig``.)"""
+    options = policy.archive_settings
+    named = {"archive.drop_columns": options.drop_columns, "archive.anonymize_columns": options.anonymize_columns,
+             "personal_data": policy.personal_data}
     for field_name, names in named.items():
         unknown = [n for n in names if n not in columns]
         if unknown:
-            raise ValueError(f"archive: {field_name} names {unknown}, which the table does not have "
-                             f"(its columns: {columns})")
-    both = set(options.drop_columns) & set(options.anonymize_columns)
-    if both:
-        raise ValueError(f"archive: {sorted(both)} are both dropped and anonymized; pick one")
+            raise ValueError(f"policy {policy.name}: {field_name} names {unknown}, which {policy.table} "
+                             f"does not have (its columns: {columns})")
     touched = [k for k in key if k in options.drop_columns or k in options.anonymize_columns]
     if touched:
-        raise ValueError(f"archive: key column(s) {touched} cannot be dropped or anonymized: the archive "
+        raise ValueError(f"policy {policy.name}: key column(s) {touched} cannot be dropped or anonymized: the archive "
                          f"needs the key to delete exactly the archived rows and to restore them")
     if ROW_VERSION_COLUMN in columns:
         raise ValueError(f"the table has a column named {ROW_VERSION_COLUMN}, which archival reserves")
-    uncovered = [c for c in personal_data if c not in options.drop_columns and c not in options.anonymize_columns]
-    if uncovered and options.expire_after_days is None:
-        raise PersonalDataRefused(
-            f"archive refused: personal_data column(s) {uncovered} would be copied to the archive with no "
-            f"expiry; list them in archive.drop_columns or archive.anonymize_columns, or set "
-            f"archive.expire_after (no later than your erasure horizon, e.g. 365d)")
 
 
 # -- manifest ---------------------------------------------------------------------------------------

@@ -28,8 +28,8 @@ import hmac
 import os
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,17 +43,18 @@ from pgwarden.core.lifecycle.archive import (
     UNREADABLE_CLASSES,
     ArchivedColumn,
     ArchiveManifest,
-    ArchiveOptions,
     ArchivePart,
     ArrowType,
     ColumnMapping,
     PgColumn,
     check_archive_columns,
+    expiry_tag_days,
     interval_label,
     manifest_key,
     map_column,
     part_key,
 )
+from pgwarden.core.lifecycle.config import ArchiveConfig, PolicyConfig
 from pgwarden.engine.errors import PermanentError, TransientError
 from pgwarden.engine.postgres import PgTarget, connect, table_identifier
 from pgwarden.engine.repository import ObjectMissing, Repository
@@ -72,24 +73,25 @@ Log = Callable[[str], None]
 
 @dataclass(frozen=True)
 class ArchiveRequest:
-    """One policy's archival for one run. Rows expire when ``expire_column < cutoff``, where
-    cutoff = ``data_interval_end`` - ``expire_after`` (the run's logical now, never ``now()``)."""
+    """One policy's archival for one run: rows whose expiry column is older than
+    ``policy.expire.threshold(data_interval_end)`` (the run's logical now, never ``now()``)."""
 
     database: str
-    policy: str
-    table: QualifiedName
-    expire_column: str
+    policy: PolicyConfig
     data_interval_end: datetime
     run_id: str
-    options: ArchiveOptions = field(default_factory=ArchiveOptions)
-    expire_after: timedelta | None = None
-    where: str | None = None  # extra predicate from the config, already validated by the plan step
-    key: tuple[str, ...] | None = None  # default: the primary key
-    personal_data: tuple[str, ...] = ()
+
+    @property
+    def table(self) -> QualifiedName:
+        return self.policy.table
+
+    @property
+    def options(self) -> ArchiveConfig:
+        return self.policy.archive_settings
 
     @property
     def cutoff(self) -> datetime:
-        return self.data_interval_end - (self.expire_after or timedelta(0))
+        return self.policy.expire.threshold(self.data_interval_end)
 
     @property
     def interval(self) -> str:
@@ -211,7 +213,7 @@ class _Layout:
         return sql.SQL(", ").join(sql.Identifier(alias, k) if alias else sql.Identifier(k) for k in self.key)
 
 
-def _layout(columns: list[PgColumn], key: list[str], options: ArchiveOptions) -> _Layout:
+def _layout(columns: list[PgColumn], key: list[str], options: ArchiveConfig) -> _Layout:
     mappings = []
     for column in columns:
         if column.name in options.drop_columns:
@@ -269,14 +271,17 @@ class _Run:
         self.table = table_identifier(request.table)
         self.manifest_key = manifest_key(request.database, request.table, request.interval)
         self.summary.manifest_key = self.manifest_key
+        expire_after = request.options.expire_after
+        self.expire_days = expiry_tag_days(expire_after) if expire_after else None
 
     # The expiry predicate, as SQL with its bind parameters. Rows newer than the cutoff can never
     # match: the cutoff is a parameter fixed by the run, and the configured `where` is ANDed to it.
     def expired(self, alias: str | None = None) -> tuple[sql.Composable, dict[str, Any]]:
-        column = sql.Identifier(alias, self.req.expire_column) if alias else sql.Identifier(self.req.expire_column)
+        name = self.req.policy.expire.column
+        column = sql.Identifier(alias, name) if alias else sql.Identifier(name)
         predicate: sql.Composable = sql.SQL("{} < %(cutoff)s").format(column)
-        if self.req.where:
-            predicate = sql.SQL("{} AND ({})").format(predicate, sql.SQL(self.req.where))  # type: ignore[arg-type]
+        if self.req.policy.where:
+            predicate = sql.SQL("{} AND ({})").format(predicate, sql.SQL(self.req.policy.where))  # type: ignore[arg-type]
         return predicate, {"cutoff": self.req.cutoff}
 
     # -- manifest ------------------------------------------------------------------------------------
@@ -292,8 +297,8 @@ class _Run:
                    for m in layout.mappings]
         return ArchiveManifest(
             database=self.req.database, table=str(self.req.table), interval=self.req.interval,
-            cutoff=self.req.cutoff, policy=self.req.policy, run_id=self.req.run_id,
-            storage_class=self.req.options.storage_class, expire_after_days=self.req.options.expire_after_days,
+            cutoff=self.req.cutoff, policy=self.req.policy.name, run_id=self.req.run_id,
+            storage_class=self.req.options.storage_class, expire_after_days=self.expire_days,
             key_columns=layout.key, columns=columns, dropped_columns=layout.dropped, created_at=now,
             updated_at=now)
 
@@ -343,7 +348,7 @@ class _Run:
                                                "pgwarden.run_id": self.req.run_id})
         pq.write_table(table, local, compression="zstd")
         options = self.req.options
-        tags = {EXPIRE_TAG: str(options.expire_after_days)} if options.expire_after_days else None
+        tags = {EXPIRE_TAG: str(self.expire_days)} if self.expire_days else None
         self.log(f"uploading part {number} ({table.num_rows} rows, {local.stat().st_size} bytes) to "
                  f"{self.repo.uri(key)}")
         info = self.repo.put_file(key, local, storage_class=options.storage_class, tags=tags)
@@ -458,14 +463,18 @@ class _Run:
 
         columns = describe_columns(self.conn, self.req.table)
         names = [c.name for c in columns]
-        if self.req.expire_column not in names:
-            raise PermanentError(f"{self.req.table} has no column {self.req.expire_column!r} (the policy's "
+        policy = self.req.policy
+        if policy.expire.column not in names:
+            raise PermanentError(f"{self.req.table} has no column {policy.expire.column!r} (policy {policy.name}: "
                                  f"expire.column); its columns: {names}")
-        key = list(self.req.key) if self.req.key else primary_key(self.conn, self.req.table)
+        key = list(policy.key) if policy.key else primary_key(self.conn, self.req.table)
         if not key:
             raise PermanentError(f"{self.req.table} has no primary key; set the policy's key to columns that "
                                  f"identify a row")
-        check_archive_columns(names, key, list(self.req.personal_data), self.req.options)
+        try:
+            check_archive_columns(names, key, policy)
+        except ValueError as exc:
+            raise PermanentError(str(exc)) from None
         if self.req.options.anonymize_columns and self.hmac_key is None:
             raise PermanentError(f"archive.anonymize_columns needs a secret key: set {HMAC_KEY_ENV} in the "
                                  f"worker's environment (or an Airflow secret exposed as that variable)")
@@ -533,10 +542,10 @@ def archive_then_delete(
     log: Log = lambda _: None,
     read_batch_rows: int = READ_BATCH_ROWS,
     delete_batch_rows: int = DELETE_BATCH_ROWS,
-    lock_timeout: str = "2s",
 ) -> ArchiveSummary:
     """Archive the policy's expired rows to the repository, verify them, then delete them."""
     with connect(target, autocommit=True) as conn:
         conn.execute("SET TimeZone = 'UTC'")
+        lock_timeout = f"{int(request.policy.batch.lock_timeout.total_seconds() * 1000)}ms"
         return _Run(conn, repo, request, workdir, hmac_key, log, read_batch_rows, delete_batch_rows,
                     lock_timeout).run()
