@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import struct
+import time as clock
 from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal
 
@@ -213,3 +216,122 @@ def test_personal_data_with_an_expiry_is_archived_with_the_expiry_tag(pg, s3, tm
     manifest = ArchiveManifest.model_validate_json(repo.get_bytes(summary.manifest_key))
     tags = s3.client().get_object_tagging(Bucket=BUCKET, Key=f"pgw/{manifest.parts[0].key}")["TagSet"]
     assert tags == [{"Key": "pgwarden-archive-expire-days", "Value": "365"}]
+
+
+# -- kill -9 ------------------------------------------------------------------------------------------
+
+def fill_sessions(conn, n_expired: int, n_live: int) -> None:
+    conn.execute("CREATE TABLE public.sessions (id bigint PRIMARY KEY, expires_at timestamptz NOT NULL, "
+                 "token text NOT NULL, data text)")
+    conn.execute("""INSERT INTO public.sessions
+                    SELECT g, CASE WHEN g <= %s THEN %s ELSE %s END, md5(g::text), repeat(md5((-g)::text), 6)
+                    FROM generate_series(1, %s) g""", (n_expired, EXPIRED, LIVE, n_expired + n_live))
+
+
+def sessions_snapshot(conn) -> list[tuple]:
+    return conn.execute("SELECT id, token, data FROM public.sessions WHERE expires_at < %s ORDER BY id",
+                        (END,)).fetchall()
+
+
+def archived_rows(repo, manifest: ArchiveManifest, tmp_path) -> list[tuple]:
+    rows = []
+    for part in manifest.parts:
+        local = tmp_path / "read.parquet"
+        repo.get_file(part.key, local, expected_sha256=part.sha256)
+        rows += [(r["id"], r["token"], r["data"]) for r in pq.read_table(local).to_pylist()]
+    return rows
+
+
+SESSIONS_FIELDS = {"name": "sessions", "table": "public.sessions", "expire": {"column": "expires_at"},
+                   "mode": "archive_then_delete", "archive": {"max_part_size": "1MiB"},
+                   "batch": {"lock_timeout": "200ms"}}
+SESSIONS = PolicyConfig.model_validate(SESSIONS_FIELDS)
+
+
+def spawn_archive(pg, s3_endpoint: str, tmp_path):
+    from tests.harness.engine_child import child_env, spawn
+
+    env = child_env(pg.target(), f"s3://{BUCKET}/pgw", DB, tmp_path / "child", "archive",
+                    s3_env={"AWS_ENDPOINT_URL_S3": s3_endpoint, "AWS_REGION": REGION,
+                            "AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY},
+                    policy=json.dumps(SESSIONS_FIELDS), interval_end=END.isoformat(), read_batch_rows="2000")
+    return spawn(env)
+
+
+def assert_converged(pg, repo, tmp_path, before: list[tuple], s3) -> None:
+    """After a rerun: every expired row archived exactly once, deleted once, nothing else touched."""
+    summary = archive_then_delete(pg.target(), repo, request(SESSIONS, "rerun"), workdir=tmp_path / "rerun",
+                                  read_batch_rows=2000)
+    manifest = ArchiveManifest.model_validate_json(repo.get_bytes(summary.manifest_key))
+    assert manifest.complete and all(p.state == "deleted" for p in manifest.parts)
+    assert [p.number for p in manifest.parts] == list(range(len(manifest.parts)))
+    archived = archived_rows(repo, manifest, tmp_path)
+    assert len(archived) == len(before)  # count: nothing archived twice, nothing lost
+    assert sorted(archived) == before  # content: every archived row is the row that was expired
+    stored = {o["Key"] for o in s3.client().list_objects_v2(Bucket=BUCKET, Prefix="pgw/")["Contents"]}
+    assert stored == {f"pgw/{p.key}" for p in manifest.parts} | {f"pgw/{summary.manifest_key}"}
+    with connect(pg.target()) as conn:
+        assert conn.execute("SELECT count(*) FROM public.sessions WHERE expires_at < %s", (END,)).fetchone()[0] == 0
+        assert conn.execute("SELECT count(*) FROM public.sessions").fetchone()[0] == 500
+
+
+@pytest.mark.integration
+def test_kill_between_upload_and_delete_deletes_once_on_the_rerun(pg, s3, tmp_path) -> None:
+    from tests.harness.engine_child import kill_group, wait_for_line
+
+    repo = s3_repo(s3)
+    with connect(pg.target()) as conn:
+        fill_sessions(conn, 12000, 500)
+        before = sessions_snapshot(conn)
+    # The application holds a lock the delete needs: the child uploads and verifies part 0, records
+    # it, and then waits on the lock, where it is killed.
+    with connect(pg.target(), autocommit=False) as app:
+        app.execute("LOCK TABLE public.sessions IN SHARE MODE")
+        child = spawn_archive(pg, s3.endpoint_url, tmp_path)
+        try:
+            wait_for_line(child, "uploading part 0", timeout=120)
+            key = f"{DB}/archive/public.sessions/20261130T190000Z/manifest.json"
+            for _ in range(600):
+                if repo.exists(key) and ArchiveManifest.model_validate_json(repo.get_bytes(key)).parts:
+                    break
+                clock.sleep(0.1)
+            parts = ArchiveManifest.model_validate_json(repo.get_bytes(key)).parts
+            assert [(p.number, p.state) for p in parts] == [(0, "uploaded")]
+        finally:
+            kill_group(child)
+        app.rollback()
+    with connect(pg.target()) as conn:
+        assert sessions_snapshot(conn) == before  # nothing was deleted before the kill
+    assert_converged(pg, repo, tmp_path, before, s3)
+
+
+@pytest.mark.integration
+def test_kill_mid_upload_rewrites_the_same_part_on_the_rerun(pg, s3, tmp_path) -> None:
+    from tests.harness.engine_child import kill_group, wait_for_line
+    from tests.harness.tcp_relay import TcpRelay
+
+    repo = s3_repo(s3)
+    with connect(pg.target()) as conn:
+        fill_sessions(conn, 12000, 500)
+        before = sessions_snapshot(conn)
+    relay = TcpRelay(target_port=s3.port)
+    relay.start()
+    try:
+        child = spawn_archive(pg, relay.url, tmp_path)
+        try:
+            wait_for_line(child, "uploading part 1", timeout=120)
+            # Freeze the endpoint: the upload in flight hangs, and the worker dies in it.
+            os.kill(relay.process.pid, signal.SIGSTOP)
+            clock.sleep(0.5)
+        finally:
+            kill_group(child)
+            os.kill(relay.process.pid, signal.SIGCONT)
+    finally:
+        relay.stop()
+    key = f"{DB}/archive/public.sessions/20261130T190000Z/manifest.json"
+    parts = ArchiveManifest.model_validate_json(repo.get_bytes(key)).parts
+    assert [(p.number, p.state) for p in parts] == [(0, "deleted")]
+    with connect(pg.target()) as conn:
+        left = conn.execute("SELECT count(*) FROM public.sessions WHERE expires_at < %s", (END,)).fetchone()[0]
+    assert left == len(before) - parts[0].rows_deleted
+    assert_converged(pg, repo, tmp_path, before, s3)
