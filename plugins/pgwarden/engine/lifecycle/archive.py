@@ -549,3 +549,52 @@ def archive_then_delete(
         lock_timeout = f"{int(request.policy.batch.lock_timeout.total_seconds() * 1000)}ms"
         return _Run(conn, repo, request, workdir, hmac_key, log, read_batch_rows, delete_batch_rows,
                     lock_timeout).run()
+
+
+# -- bringing archived rows back --------------------------------------------------------------------
+
+
+def read_manifest(repo: Repository, database: str, table: QualifiedName, interval: str) -> ArchiveManifest:
+    key = manifest_key(database, table, interval)
+    try:
+        return ArchiveManifest.model_validate_json(repo.get_bytes(key))
+    except ObjectMissing:
+        raise PermanentError(f"no archive of {table} for interval {interval} in {repo.uri(key)}; list them with "
+                             f"aws s3 ls (or ls) under {repo.uri(key).rsplit('/', 2)[0]}/") from None
+
+
+def restore_archive(target: PgTarget, repo: Repository, database: str, table: QualifiedName, interval: str, *,
+                    into: QualifiedName | None = None, workdir: Path, log: Log = lambda _: None) -> int:
+    """Copy one run's archived rows into ``into`` (default: the table itself), all in one transaction.
+
+    For an audit, restore into a copy (``CREATE TABLE audit.sessions (LIKE public.sessions)``):
+    anonymized columns come back as their hex HMAC, so their column must take text, and dropped
+    columns come back NULL. Every part's SHA-256 is checked against the manifest before it is used.
+    """
+    import pyarrow.parquet as pq
+
+    manifest = read_manifest(repo, database, table, interval)
+    if not manifest.complete:
+        log(f"the archive run {manifest.run_id} did not finish; restoring the {len(manifest.parts)} part(s) it wrote")
+    destination = table_identifier(into or table)
+    workdir.mkdir(parents=True, exist_ok=True)
+    rows = 0
+    with connect(target, autocommit=False) as conn:
+        conn.execute("SET TimeZone = 'UTC'")
+        for part in manifest.parts:
+            local = workdir / f"restore-{part.number:05d}.parquet"
+            repo.get_file(part.key, local, expected_sha256=part.sha256)
+            try:
+                data = pq.read_table(local).drop_columns([ROW_VERSION_COLUMN])
+            finally:
+                local.unlink(missing_ok=True)
+            columns = sql.SQL(", ").join(sql.Identifier(n) for n in data.column_names)
+            with conn.cursor().copy(sql.SQL("COPY {} ({}) FROM STDIN").format(destination, columns)) as cp:
+                for batch in data.to_batches(max_chunksize=10_000):
+                    for row in zip(*(c.to_pylist() for c in batch.columns), strict=True):
+                        cp.write_row(row)
+            rows += data.num_rows
+            log(f"restored part {part.number}: {data.num_rows} rows")
+        conn.commit()
+    log(f"restored {rows} archived rows of {table} ({interval}) into {into or table}")
+    return rows
