@@ -6,9 +6,12 @@ import json
 import os
 import signal
 import struct
+import subprocess
+import sys
 import time as clock
 from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -338,21 +341,33 @@ def test_kill_mid_upload_rewrites_the_same_part_on_the_rerun(pg, s3, tmp_path) -
 
 
 @pytest.mark.integration
-def test_archived_rows_restore_into_an_audit_table(pg, s3, tmp_path) -> None:
-    from pgwarden.core.identifiers import QualifiedName
-    from pgwarden.engine.lifecycle.archive import restore_archive
+def test_cli_archive_restore_brings_rows_back_into_an_audit_table(pg, s3, tmp_path) -> None:
+    from tests.harness.airflow_conns import postgres_conn
 
     repo = s3_repo(s3)
     with connect(pg.target()) as conn:
         fill_all_types(conn, n_expired=400, n_live=10)
         before = conn.execute("SELECT e::text FROM public.events e WHERE id <= 400 ORDER BY id").fetchall()
-        conn.execute("CREATE SCHEMA audit")
-        conn.execute("CREATE TABLE audit.events (LIKE public.events)")
-    p = policy("old_events", "public.events", "expires_at")
-    archive_then_delete(pg.target(), repo, request(p), workdir=tmp_path / "w")
-    restored = restore_archive(pg.target(), repo, DB, QualifiedName("public", "events"), "20261130T190000Z",
-                               into=QualifiedName("audit", "events"), workdir=tmp_path / "r")
-    assert restored == 400
+        conn.execute('CREATE SCHEMA "Audit Trail"')
+        conn.execute('CREATE TABLE "Audit Trail".events (LIKE public.events)')
+    archive_then_delete(pg.target(), repo, request(policy("old_events", "public.events", "expires_at")),
+                        workdir=tmp_path / "w")
+
+    cfg = tmp_path / "pgwarden.yaml"
+    cfg.write_text(f"databases:\n  {DB}:\n    conn_id: pg_lcarch\n"
+                   f"    repository: {{url: 's3://{BUCKET}/pgw', conn_id: lcarch_s3}}\n")
+    env = {**os.environ, "AIRFLOW_CONN_LCARCH_S3": s3.airflow_conn_uri(), "AIRFLOW_CONN_PG_LCARCH": postgres_conn(pg),
+           "PGWARDEN_WORK_DIR": str(tmp_path / "work")}
+    pgwarden = str(Path(sys.executable).with_name("pgwarden"))
+    run = subprocess.run([pgwarden, "--config", str(cfg), "archive", "restore", DB, "public.events",
+                          "--interval", "20261130T190000Z", "--into", '"Audit Trail".events'],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout) == {"rows": 400}
     with connect(pg.target()) as conn:
-        after = conn.execute("SELECT e::text FROM audit.events e ORDER BY id").fetchall()
+        after = conn.execute('SELECT e::text FROM "Audit Trail".events e ORDER BY id').fetchall()
     assert after == before  # every column of every row, as PostgreSQL prints it
+
+    missing = subprocess.run([pgwarden, "--config", str(cfg), "archive", "restore", DB, "public.events",
+                              "--interval", "20250101T000000Z"], env=env, capture_output=True, text=True, timeout=300)
+    assert missing.returncode == 1 and "no archive of public.events for interval 20250101T000000Z" in missing.stderr
