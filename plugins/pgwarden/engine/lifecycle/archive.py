@@ -29,7 +29,7 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -55,7 +55,10 @@ from pgwarden.core.lifecycle.archive import (
     part_key,
 )
 from pgwarden.core.lifecycle.config import ArchiveConfig, PolicyConfig
+from pgwarden.engine.batches import BatchSettings, BatchStats, Key
 from pgwarden.engine.errors import PermanentError, TransientError
+from pgwarden.engine.lifecycle.plan import set_batch_session
+from pgwarden.engine.lifecycle.selection import Selection, after_condition, after_params, columns
 from pgwarden.engine.postgres import PgTarget, connect, table_identifier
 from pgwarden.engine.repository import ObjectMissing, Repository
 
@@ -99,20 +102,28 @@ class ArchiveRequest:
 
 
 @dataclass
-class ArchiveSummary:
-    """Counts only: this goes to XCom and logs, never row data."""
+class ArchiveStats(BatchStats):
+    """The purge runner's counts (``rows`` = rows deleted) plus the archive's. Counts only."""
 
     parts: int = 0
     rows_archived: int = 0
-    rows_deleted: int = 0
     rows_changed_kept: int = 0
     rows_already_gone: int = 0
     bytes_archived: int = 0
-    lock_timeout_retries: int = 0
     manifest_key: str = ""
 
-    def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+    @property
+    def rows_deleted(self) -> int:
+        return self.rows
+
+    def summary(self) -> dict[str, object]:
+        return {**super().summary(), "parts": self.parts, "rows_archived": self.rows_archived,
+                "rows_changed_kept": self.rows_changed_kept, "rows_already_gone": self.rows_already_gone,
+                "bytes_archived": self.bytes_archived, "manifest_key": self.manifest_key}
+
+
+def _millis(delta: timedelta) -> str:
+    return f"{max(1, int(delta.total_seconds() * 1000))}ms"
 
 
 def hmac_key_from_env(environ: dict[str, str] | None = None) -> bytes | None:
@@ -137,15 +148,6 @@ WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped
 ORDER BY a.attnum
 """
 
-_PKEY_SQL = """
-SELECT a.attname FROM pg_index i
-JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, pos) ON true
-JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
-WHERE i.indrelid = %s::regclass AND i.indisprimary
-ORDER BY k.pos
-"""
-
-
 def _regclass(table: QualifiedName) -> str:
     return str(table)  # parse_ident-compatible text; passed as a bind parameter to ::regclass
 
@@ -157,10 +159,6 @@ def describe_columns(conn: psycopg.Connection, table: QualifiedName) -> list[PgC
         raise PermanentError(f"table {table} does not exist; fix the policy's table (names with capitals "
                              f"or spaces go in double quotes)") from None
     return [PgColumn(name=r[0], type_name=r[1], typmod=r[2], element_type=r[3], formatted=r[4]) for r in rows]
-
-
-def primary_key(conn: psycopg.Connection, table: QualifiedName) -> list[str]:
-    return [r[0] for r in conn.execute(_PKEY_SQL, (_regclass(table),)).fetchall()]
 
 
 # -- Arrow ------------------------------------------------------------------------------------------
@@ -255,34 +253,32 @@ def _to_table(layout: _Layout, rows: list[tuple[Any, ...]], hmac_key: bytes | No
 
 
 class _Run:
-    def __init__(self, conn: psycopg.Connection, repo: Repository, request: ArchiveRequest, workdir: Path,
-                 hmac_key: bytes | None, log: Log, read_batch_rows: int, delete_batch_rows: int,
-                 lock_timeout: str) -> None:
+    def __init__(self, conn: psycopg.Connection, archiver: Archiver, selection: Selection, threshold: datetime,
+                 settings: BatchSettings) -> None:
         self.conn = conn
-        self.repo = repo
-        self.req = request
-        self.workdir = workdir
-        self.hmac_key = hmac_key
-        self.log = log
-        self.read_batch_rows = read_batch_rows
-        self.delete_batch_rows = delete_batch_rows
-        self.lock_timeout = lock_timeout
-        self.summary = ArchiveSummary()
-        self.table = table_identifier(request.table)
-        self.manifest_key = manifest_key(request.database, request.table, request.interval)
-        self.summary.manifest_key = self.manifest_key
-        expire_after = request.options.expire_after
+        self.repo = archiver.repo
+        self.req = archiver.request
+        self.workdir = archiver.workdir
+        self.hmac_key = archiver.hmac_key
+        self.log = archiver.log
+        self.read_batch_rows = archiver.read_batch_rows
+        self.delete_batch_rows = archiver.delete_batch_rows
+        self.clock = archiver.clock
+        self.selection = selection
+        self.threshold = threshold
+        self.settings = settings
+        self.started = self.clock()
+        self.table = table_identifier(selection.table)
+        self.manifest_key = manifest_key(self.req.database, self.req.table, self.req.interval)
+        self.stats = ArchiveStats(manifest_key=self.manifest_key)
+        expire_after = self.req.options.expire_after
         self.expire_days = expiry_tag_days(expire_after) if expire_after else None
 
-    # The expiry predicate, as SQL with its bind parameters. Rows newer than the cutoff can never
-    # match: the cutoff is a parameter fixed by the run, and the configured `where` is ANDed to it.
-    def expired(self, alias: str | None = None) -> tuple[sql.Composable, dict[str, Any]]:
-        name = self.req.policy.expire.column
-        column = sql.Identifier(alias, name) if alias else sql.Identifier(name)
-        predicate: sql.Composable = sql.SQL("{} < %(cutoff)s").format(column)
-        if self.req.policy.where:
-            predicate = sql.SQL("{} AND ({})").format(predicate, sql.SQL(self.req.policy.where))  # type: ignore[arg-type]
-        return predicate, {"cutoff": self.req.cutoff}
+    def begin_batch(self) -> None:
+        """The purge's per-transaction settings (UTC, index walks) and the policy's timeouts."""
+        set_batch_session(self.conn)
+        self.conn.execute("SELECT set_config('lock_timeout', %s, true), set_config('statement_timeout', %s, true)",
+                          (_millis(self.settings.lock_timeout), _millis(self.settings.statement_timeout)))
 
     # -- manifest ------------------------------------------------------------------------------------
 
@@ -297,7 +293,7 @@ class _Run:
                    for m in layout.mappings]
         return ArchiveManifest(
             database=self.req.database, table=str(self.req.table), interval=self.req.interval,
-            cutoff=self.req.cutoff, policy=self.req.policy.name, run_id=self.req.run_id,
+            cutoff=self.threshold, policy=self.req.policy.name, run_id=self.req.run_id,
             storage_class=self.req.options.storage_class, expire_after_days=self.expire_days,
             key_columns=layout.key, columns=columns, dropped_columns=layout.dropped, created_at=now,
             updated_at=now)
@@ -308,27 +304,26 @@ class _Run:
 
     # -- reading -------------------------------------------------------------------------------------
 
-    def read_batches(self, layout: _Layout, after: tuple[Any, ...] | None) -> Iterator[list[tuple[Any, ...]]]:
-        """Expired rows in key order, one batch per short transaction (no lock held between them)."""
-        predicate, params = self.expired()
-        keys = layout.key_list()
+    def read_batches(self, layout: _Layout, after: Key | None) -> Iterator[list[tuple[Any, ...]]]:
+        """Selected rows in key order, one batch per short transaction (no lock held between them),
+        read through a binary server-side cursor."""
+        key = self.selection.key
+        positions = [self.column_index(layout, k) for k in key]
         while True:
-            where = predicate
-            if after is not None:
-                where = sql.SQL("{} AND ({}) > ({})").format(
-                    predicate, keys, sql.SQL(", ").join(sql.Placeholder(f"k{i}") for i in range(len(after))))
-                params = {**params, **{f"k{i}": v for i, v in enumerate(after)}}
-            query = sql.SQL("SELECT {} FROM {} WHERE {} ORDER BY {} LIMIT %(limit)s").format(
-                layout.select_list(), self.table, where, keys)
-            with self.conn.transaction(), self.conn.cursor(name="pgwarden_archive_read", binary=True) as cur:
-                cur.execute(query, {**params, "limit": self.read_batch_rows})
-                rows = cur.fetchall()
+            query = sql.SQL("SELECT {} FROM {} AS t WHERE {}{} ORDER BY {} LIMIT %(limit)s").format(
+                layout.select_list(), self.table, after_condition("t", key, after), self.selection.select("t"),
+                columns("t", key))
+            params = {"threshold": self.threshold, "limit": self.read_batch_rows, **after_params(key, after)}
+            with self.conn.transaction():
+                self.begin_batch()
+                with self.conn.cursor(name="pgwarden_archive_read", binary=True) as cur:
+                    cur.execute(query, params)
+                    rows = cur.fetchall()
             if not rows:
                 return
             yield rows
             if len(rows) < self.read_batch_rows:
                 return
-            positions = [self.column_index(layout, k) for k in layout.key]
             after = tuple(rows[-1][p] for p in positions)
 
     @staticmethod
@@ -406,7 +401,10 @@ class _Run:
         deleted = kept = gone = 0
         for start in range(0, len(versions), self.delete_batch_rows):
             chunk = [tuple(v.values()) for v in versions[start:start + self.delete_batch_rows]]
+            began = self.clock()
             d, k = self.delete_chunk(layout, chunk)
+            self.stats.durations_ms.append((self.clock() - began) * 1000)
+            self.stats.batches += 1
             deleted, kept, gone = deleted + d, kept + k, gone + len(chunk) - d - k
         part.state = "deleted"
         part.rows_deleted, part.rows_changed_kept, part.rows_already_gone = deleted, kept, gone
@@ -425,12 +423,12 @@ class _Run:
 
     def delete_chunk(self, layout: _Layout, chunk: list[tuple[Any, ...]]) -> tuple[int, int]:
         keys = sql.Identifier("pg_temp", KEYS_TABLE)
-        predicate, params = self.expired("t")
         match = sql.SQL(" AND ").join(
             sql.SQL("{} = {}").format(sql.Identifier("t", k), sql.Identifier("a", k)) for k in layout.key)
         delete = sql.SQL(
-            "DELETE FROM {table} AS t USING {keys} AS a WHERE {match} AND t.xmin::text::bigint = a.{ver} AND {pred}"
-        ).format(table=self.table, keys=keys, match=match, ver=sql.Identifier(ROW_VERSION_COLUMN), pred=predicate)
+            "DELETE FROM {table} AS t USING {keys} AS a WHERE {match} AND t.xmin::text::bigint = a.{ver} AND {recheck}"
+        ).format(table=self.table, keys=keys, match=match, ver=sql.Identifier(ROW_VERSION_COLUMN),
+                 recheck=self.selection.recheck("t"))
         still_there = sql.SQL("SELECT count(*) FROM {table} AS t JOIN {keys} AS a ON {match}").format(
             table=self.table, keys=keys, match=match)
         copy = sql.SQL("COPY {} ({}, {}) FROM STDIN").format(keys, layout.key_list(),
@@ -438,17 +436,17 @@ class _Run:
         for attempt in range(LOCK_RETRIES + 1):
             try:
                 with self.conn.transaction():
-                    self.conn.execute("SELECT set_config('lock_timeout', %s, true)", (self.lock_timeout,))
+                    self.begin_batch()
                     self.conn.execute(sql.SQL("TRUNCATE {}").format(keys))
                     with self.conn.cursor().copy(copy) as cp:
                         for row in chunk:
                             cp.write_row(row)
                     self.conn.execute(sql.SQL("ANALYZE {}").format(keys))
-                    deleted = self.conn.execute(delete, params).rowcount
+                    deleted = self.conn.execute(delete, {"threshold": self.threshold}).rowcount
                     kept = self.conn.execute(still_there).fetchone()[0]  # type: ignore[index]
                 return deleted, int(kept)
             except psycopg.errors.LockNotAvailable:
-                self.summary.lock_timeout_retries += 1
+                self.stats.lock_timeout_retries += 1
                 if attempt == LOCK_RETRIES:
                     raise TransientError(f"deleting archived rows from {self.req.table}: still locked after "
                                          f"{LOCK_RETRIES} lock timeouts; the archive is safe, the next run "
@@ -458,21 +456,14 @@ class _Run:
 
     # -- the whole run -------------------------------------------------------------------------------
 
-    def run(self) -> ArchiveSummary:
+    def run(self) -> ArchiveStats:
         import pyarrow as pa
 
         columns = describe_columns(self.conn, self.req.table)
         names = [c.name for c in columns]
-        policy = self.req.policy
-        if policy.expire.column not in names:
-            raise PermanentError(f"{self.req.table} has no column {policy.expire.column!r} (policy {policy.name}: "
-                                 f"expire.column); its columns: {names}")
-        key = list(policy.key) if policy.key else primary_key(self.conn, self.req.table)
-        if not key:
-            raise PermanentError(f"{self.req.table} has no primary key; set the policy's key to columns that "
-                                 f"identify a row")
+        key = list(self.selection.key)
         try:
-            check_archive_columns(names, key, policy)
+            check_archive_columns(names, key, self.req.policy)
         except ValueError as exc:
             raise PermanentError(str(exc)) from None
         if self.req.options.anonymize_columns and self.hmac_key is None:
@@ -481,7 +472,7 @@ class _Run:
         layout = _layout(columns, key, self.req.options)
         self.workdir.mkdir(parents=True, exist_ok=True)
         manifest = self.load_manifest(layout)
-        if manifest.key_columns != key or manifest.cutoff != self.req.cutoff:
+        if manifest.key_columns != key or manifest.cutoff != self.threshold:
             raise PermanentError(f"{self.manifest_key} was written for key {manifest.key_columns} and cutoff "
                                  f"{manifest.cutoff}, not this policy's; move it away to archive this run again")
         self.ensure_keys_table(layout)
@@ -498,9 +489,11 @@ class _Run:
         if last is not None and last.num_rows:
             after = tuple(last.slice(last.num_rows - 1).select(key).to_pylist()[0].values())
 
-        if not manifest.complete:
+        finished = manifest.complete
+        if not finished:
             pending: list[pa.Table] = []
             pending_bytes = 0
+            finished = True
             for rows in self.read_batches(layout, after):
                 batch = _to_table(layout, rows, self.hmac_key)
                 pending.append(batch)
@@ -508,18 +501,24 @@ class _Run:
                 if pending_bytes >= self.req.options.max_part_size:
                     self.archive_part(layout, manifest, pa.concat_tables(pending))
                     pending, pending_bytes = [], 0
+                    if self.clock() - self.started >= self.settings.max_run_time.total_seconds():
+                        self.log("archive: stopping at the run time limit; a retry of this run continues")
+                        finished = False
+                        break
             if pending:
                 self.archive_part(layout, manifest, pa.concat_tables(pending))
-            manifest.complete = True
+            manifest.complete = finished
             self.save_manifest(manifest)
 
-        s = self.summary
+        s = self.stats
+        s.finished = finished
         s.parts = len(manifest.parts)
+        s.rows = manifest.rows_deleted
         s.rows_archived = manifest.rows_archived
-        s.rows_deleted = manifest.rows_deleted
         s.rows_changed_kept = manifest.rows_changed_kept
         s.rows_already_gone = sum(p.rows_already_gone for p in manifest.parts)
         s.bytes_archived = sum(p.size for p in manifest.parts)
+        s.elapsed_s = self.clock() - self.started
         self.log(f"archived {s.rows_archived} rows of {self.req.table} in {s.parts} part(s); deleted "
                  f"{s.rows_deleted}, kept {s.rows_changed_kept} changed since archival")
         return s
@@ -532,6 +531,27 @@ class _Run:
         self.save_manifest(manifest)
 
 
+@dataclass
+class Archiver:
+    """The main-table runner ``purge(..., archiver=...)`` calls for mode ``archive_then_delete``
+    (after the children, inside the table's advisory lock); ``last`` holds its stats afterwards."""
+
+    repo: Repository
+    request: ArchiveRequest
+    workdir: Path
+    hmac_key: bytes | None = None
+    log: Log = print
+    read_batch_rows: int = READ_BATCH_ROWS
+    delete_batch_rows: int = DELETE_BATCH_ROWS
+    clock: Callable[[], float] = time.monotonic
+    last: ArchiveStats | None = None
+
+    def __call__(self, conn: psycopg.Connection, selection: Selection, threshold: datetime,
+                 settings: BatchSettings) -> ArchiveStats:
+        self.last = _Run(conn, self, selection, threshold, settings).run()
+        return self.last
+
+
 def archive_then_delete(
     target: PgTarget,
     repo: Repository,
@@ -542,13 +562,15 @@ def archive_then_delete(
     log: Log = lambda _: None,
     read_batch_rows: int = READ_BATCH_ROWS,
     delete_batch_rows: int = DELETE_BATCH_ROWS,
-) -> ArchiveSummary:
-    """Archive the policy's expired rows to the repository, verify them, then delete them."""
-    with connect(target, autocommit=True) as conn:
-        conn.execute("SET TimeZone = 'UTC'")
-        lock_timeout = f"{int(request.policy.batch.lock_timeout.total_seconds() * 1000)}ms"
-        return _Run(conn, repo, request, workdir, hmac_key, log, read_batch_rows, delete_batch_rows,
-                    lock_timeout).run()
+) -> ArchiveStats:
+    """One policy's run in mode ``archive_then_delete``: the purge (plan, advisory lock, children
+    first) with the main table archived, verified, then deleted. Returns the archive's stats."""
+    from pgwarden.engine.lifecycle.purge import purge
+
+    archiver = Archiver(repo, request, workdir, hmac_key, log, read_batch_rows, delete_batch_rows)
+    purge(target, request.policy, request.data_interval_end, log=log, archiver=archiver)
+    assert archiver.last is not None
+    return archiver.last
 
 
 # -- bringing archived rows back --------------------------------------------------------------------

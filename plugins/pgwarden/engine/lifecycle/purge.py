@@ -38,6 +38,10 @@ from pgwarden.engine.postgres import PgTarget, connect, table_identifier
 # that then deletes them; it must make them durable (or raise, and nothing is deleted).
 BeforeDelete = Callable[[psycopg.Connection, list[str], list[tuple[Any, ...]]], None]
 
+# archiver(conn, selection, threshold, settings) -> stats: runs the main table's walk instead of the
+# plain batched delete (mode archive_then_delete: engine/lifecycle/archive.py), after the children.
+TableRunner = Callable[[psycopg.Connection, Selection, datetime, BatchSettings], BatchStats]
+
 ADVISORY_NAMESPACE = "pgwarden.lifecycle:"
 
 
@@ -67,6 +71,7 @@ def purge(
     *,
     log: Callable[[str], None] = print,
     before_delete: BeforeDelete | None = None,
+    archiver: TableRunner | None = None,
     clock: Callable[[], float] = time.monotonic,
 ) -> dict[str, object]:
     """Purge what ``policy`` selects at ``cutoff``; returns the run's summary (counts only)."""
@@ -91,8 +96,12 @@ def purge(
                     finished = False
                     break
                 hook = before_delete if table_plan is plan.main else None
-                stats = purge_table(conn, table_plan.selection, threshold, batch_settings(policy, timedelta(seconds=left)),
-                                    log=log, before_delete=hook, clock=clock)
+                settings = batch_settings(policy, timedelta(seconds=left))
+                if table_plan is plan.main and archiver is not None:
+                    stats = archiver(conn, table_plan.selection, threshold, settings)
+                else:
+                    stats = purge_table(conn, table_plan.selection, threshold, settings, log=log,
+                                        before_delete=hook, clock=clock)
                 tables[str(table_plan.table)] = stats.summary()
                 if not stats.finished:
                     finished = False
