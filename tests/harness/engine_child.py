@@ -2,15 +2,12 @@
 
 Everything comes from the environment (never argv, which ``ps`` shows to every user):
 
-    PGWARDEN_CHILD_ACTION      ``full`` (take_full_backup), ``wal`` (collect_wal) or ``archive``
-                               (archive_then_delete)
+    PGWARDEN_CHILD_ACTION      ``full`` (take_full_backup) or ``wal`` (collect_wal)
     PGWARDEN_CHILD_DATABASE    the database's name in the repository (``appdb``)
     PGWARDEN_CHILD_REPO_URL    file:///... or s3://bucket/prefix
     PGWARDEN_CHILD_WORKDIR     local scratch folder
     PGWARDEN_CHILD_RESTORE_POINT  (wal) the restore point's name
     PGWARDEN_CHILD_COMPRESSION    (wal) zstd, gzip or none
-    PGWARDEN_CHILD_POLICY, PGWARDEN_CHILD_INTERVAL_END, PGWARDEN_CHILD_READ_BATCH_ROWS
-                               (archive) the policy as JSON, the run's data_interval_end (ISO), rows per read
     PGHOST, PGPORT, PGUSER, PGDATABASE, PGPASSWORD   the server, as libpq reads them
     AWS_ENDPOINT_URL_S3, AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY   the S3 endpoint
 
@@ -113,17 +110,6 @@ def _main() -> None:
         collect_wal(target, repo, database, slot=f"pgwarden_{database}", workdir=workdir,
                     compression=env.get("PGWARDEN_CHILD_COMPRESSION", "zstd"),
                     restore_point=env["PGWARDEN_CHILD_RESTORE_POINT"], warn_bytes=2**40, log=log)
-    elif action == "archive":
-        from datetime import datetime
-
-        from pgwarden.core.lifecycle.config import PolicyConfig
-        from pgwarden.engine.lifecycle.archive import ArchiveRequest, archive_then_delete
-
-        request = ArchiveRequest(database=database, policy=PolicyConfig.model_validate_json(env["PGWARDEN_CHILD_POLICY"]),
-                                 data_interval_end=datetime.fromisoformat(env["PGWARDEN_CHILD_INTERVAL_END"]),
-                                 run_id="child")
-        archive_then_delete(target, repo, request, workdir=workdir, log=log,
-                            read_batch_rows=int(env["PGWARDEN_CHILD_READ_BATCH_ROWS"]))
     else:
         raise SystemExit(f"unknown PGWARDEN_CHILD_ACTION {action!r}")
     log("DONE")

@@ -253,7 +253,8 @@ SESSIONS = PolicyConfig.model_validate(SESSIONS_FIELDS)
 
 
 def spawn_archive(pg, s3_endpoint: str, tmp_path):
-    from tests.harness.engine_child import child_env, spawn
+    from tests.harness.archive_child import spawn
+    from tests.harness.engine_child import child_env
 
     env = child_env(pg.target(), f"s3://{BUCKET}/pgw", DB, tmp_path / "child", "archive",
                     s3_env={"AWS_ENDPOINT_URL_S3": s3_endpoint, "AWS_REGION": REGION,
