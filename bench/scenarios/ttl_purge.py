@@ -60,7 +60,7 @@ SELECT g, (g * 7919) %% %(users)s + 1, md5(g::text),
        'Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36 #' || g %% 97,
        jsonb_build_object('cart', jsonb_build_array(g %% 13, g %% 17, g %% 19), 'locale', 'en-GB',
                           'csrf', md5((-g)::text), 'flags', jsonb_build_object('beta', g %% 2 = 0))
-FROM generate_series(%(first)s, %(last)s) g
+FROM generate_series(%(first)s::bigint, %(last)s::bigint) g
 """
 INDEXES = """
 CREATE INDEX ON {name} (token);

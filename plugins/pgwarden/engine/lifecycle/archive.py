@@ -19,6 +19,10 @@ Part numbers come from the manifest, so a worker killed at any point converges o
 killed before 3, the same part number is written again (same key, overwritten); killed between 3
 and 5, the part is read back and its delete is run again (a delete of gone rows deletes nothing).
 The walk resumes after the last archived key, read from the last part itself.
+
+It runs inside ``purge()`` (engine/lifecycle/purge.py) as the main table's runner: the plan step,
+the per-table advisory lock and the children's purge come from there; the expiry condition is the
+plan's ``Selection`` (``select`` to read, ``recheck`` in the DELETE) at the plan's threshold.
 """
 
 from __future__ import annotations
@@ -91,10 +95,6 @@ class ArchiveRequest:
     @property
     def options(self) -> ArchiveConfig:
         return self.policy.archive_settings
-
-    @property
-    def cutoff(self) -> datetime:
-        return self.policy.expire.threshold(self.data_interval_end)
 
     @property
     def interval(self) -> str:
