@@ -258,11 +258,24 @@ def _children_auto(conn: psycopg.Connection, main: Selection, oid: int, warnings
                                 f"list the children explicitly")
             seen.add(child_oid)
             plan = _child_plan(conn, parent, child_oid, child, fk)
+            if not _has_index_on(conn, child_oid, fk.columns):
+                warnings.append(f"{child}({', '.join(fk.columns)}) has no index: every row deleted from "
+                                f"{parent.table} makes the server scan {child}; index those columns")
             found.append(plan)
             walk(plan.selection, child_oid)
 
     walk(main, oid)
     return found
+
+
+def _has_index_on(conn: psycopg.Connection, oid: int, cols: Sequence[str]) -> bool:
+    """An index whose leading columns are ``cols`` (in any order), as a foreign key check needs."""
+    row = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = %s AND i.indpred IS NULL AND "
+        "  (SELECT array_agg(a.attname::text ORDER BY a.attname) FROM unnest(i.indkey[0:%s - 1]) k(n) "
+        "   JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.n) = %s)",
+        (oid, len(cols), sorted(cols))).fetchone()
+    return bool(row and row[0])
 
 
 def _named_child(conn: psycopg.Connection, main: Selection, oid: int, child: QualifiedName, fail: Any) -> TablePlan:
