@@ -68,11 +68,27 @@ class PurgePolicyOperator(PgwardenOperator):
         if not selected(context, self.policy):
             raise AirflowSkipException(f"policy {self.policy} is not in this run's `policies` param")
         policy = self.db_config.lifecycle.policy(self.policy)
+        if policy.mode == "archive_then_delete":
+            return self.archive_then_delete(context, policy)
         summary = purge(self.pg_target(), policy, run_cutoff(context), log=self.log.info)
         if not summary["finished"]:
             self.log.warning("policy %s stopped at its max_run_time (%s); the next run continues",
                              self.policy, policy.batch.max_run_time)
         return summary
+
+
+    def archive_then_delete(self, context: Any, policy: Any) -> dict[str, object]:
+        """The purge with the main table archived to the repository first (engine/lifecycle/archive.py)."""
+        from pgwarden.engine.lifecycle.archive import Archiver, ArchiveRequest, hmac_key_from_env
+        from pgwarden.engine.lifecycle.purge import purge
+        from pgwarden.engine.workdir import scratch
+
+        cutoff = run_cutoff(context)
+        request = ArchiveRequest(database=self.database, policy=policy, data_interval_end=cutoff,
+                                 run_id=str(context["run_id"]))
+        with scratch(self.database, f"archive-{policy.name}") as workdir:
+            archiver = Archiver(self.repository(), request, workdir, hmac_key_from_env(), log=self.log.info)
+            return purge(self.pg_target(), policy, cutoff, log=self.log.info, archiver=archiver)
 
 
 class DropDetachedPartitionsOperator(PgwardenOperator):
