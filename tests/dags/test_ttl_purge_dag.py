@@ -15,7 +15,6 @@ pytestmark = pytest.mark.integration
 CUTOFF = datetime(2026, 11, 30, 19, 0, tzinfo=UTC)
 
 
-
 def test_ttl_purge_dag_purges_and_a_cleared_run_deletes_nothing_new(pg, pgwarden_config, monkeypatch, capfd,
                                                                     file_repo) -> None:
     with connect(pg.target()) as conn:
