@@ -23,6 +23,7 @@ import psycopg
 from psycopg import errors
 
 from pgwarden.core.units import format_duration
+from pgwarden.engine.errors import PermanentError
 
 Key = tuple[Any, ...]
 
@@ -180,6 +181,10 @@ def run_batches(
         if outcome.last_key is None:
             stats.finished = True
             break
+        if outcome.last_key == after:
+            # A walk that does not move would repeat the same batch until max_run_time.
+            raise PermanentError(f"{what}: the batch did not advance past the previous key; a `where` "
+                                 f"predicate must be one condition (it may not close its parentheses)")
         stats.batches += 1
         stats.rows += outcome.rows
         stats.durations_ms.append(took.total_seconds() * 1000)
