@@ -23,6 +23,7 @@ import psycopg
 from psycopg import errors
 
 from pgwarden.core.units import format_duration
+from pgwarden.engine.errors import PermanentError
 
 Key = tuple[Any, ...]
 
@@ -50,7 +51,7 @@ class BatchSettings:
     initial_size: int = 100
     min_size: int = 1
     max_size: int = 50_000
-    # Lock timeouts in a row on one batch before it is halved (and, at one row, the row is skipped).
+    # Lock timeouts in a row on one batch before it is quartered (and, at one row, the row is skipped).
     lock_retries_before_shrink: int = 3
     progress_every: float = 5.0
 
@@ -152,8 +153,9 @@ def run_batches(
             timeouts_in_a_row += 1
             if timeouts_in_a_row >= settings.lock_retries_before_shrink:
                 timeouts_in_a_row = 0
+                backoff = 0.1
                 if size > settings.min_size:
-                    size = max(settings.min_size, size // 2)
+                    size = max(settings.min_size, size // 4)
                 else:
                     # One row someone keeps locked: leave it to a later run, drain the rest.
                     with conn.transaction():
@@ -166,7 +168,7 @@ def run_batches(
             log(f"{what}: lock timeout after {format_duration(settings.lock_timeout)}; backing off "
                 f"{backoff:.1f}s and retrying with batch size {size}")
             sleep(backoff)
-            backoff = min(backoff * 2, 5.0)
+            backoff = min(backoff * 2, 2.0)
             continue
         except errors.QueryCanceled:
             stats.statement_timeouts += 1
@@ -180,6 +182,10 @@ def run_batches(
         if outcome.last_key is None:
             stats.finished = True
             break
+        if outcome.last_key == after:
+            # A walk that does not move would repeat the same batch until max_run_time.
+            raise PermanentError(f"{what}: the batch did not advance past the previous key; a `where` "
+                                 f"predicate must be one condition (it may not close its parentheses)")
         stats.batches += 1
         stats.rows += outcome.rows
         stats.durations_ms.append(took.total_seconds() * 1000)
