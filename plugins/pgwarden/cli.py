@@ -183,6 +183,34 @@ def cmd_restore(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_archive_restore(args: argparse.Namespace) -> int:
+    from pgwarden.airflow.hooks import open_repository, pg_target
+    from pgwarden.core.identifiers import QualifiedName
+    from pgwarden.engine.lifecycle.archive import restore_archive
+    from pgwarden.engine.workdir import scratch
+
+    db = _database(_load(args), args.database)
+    into = QualifiedName.parse(args.into) if args.into else None
+    with scratch(args.database, "archive-restore") as workdir:
+        rows = restore_archive(pg_target(args.to or db.conn_id), open_repository(db.repository), args.database,
+                               QualifiedName.parse(args.table), args.interval, into=into, workdir=workdir,
+                               log=_progress)
+    print(json.dumps({"rows": rows}))
+    return 0
+
+
+def _add_archive(sub) -> None:
+    archive = sub.add_parser("archive", help="work with rows archived by lifecycle policies")
+    archive_sub = archive.add_subparsers(dest="archive_command", required=True)
+    restore = archive_sub.add_parser("restore", help="copy one run's archived rows back into a table (audit)")
+    restore.add_argument("database")
+    restore.add_argument("table", help="the archived table, e.g. public.sessions")
+    restore.add_argument("--interval", required=True, help="the run's data_interval_end, e.g. 20261130T190000Z")
+    restore.add_argument("--to", metavar="CONN_ID", help="Airflow connection of the server (default: the database's)")
+    restore.add_argument("--into", metavar="TABLE", help="table to insert into (default: the archived table)")
+    restore.set_defaults(func=cmd_archive_restore)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pgwarden", description=__doc__.splitlines()[0])
     parser.add_argument("--config", help="config file (default: $PGWARDEN_CONFIG or include/pgwarden.yaml)")
@@ -205,6 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     catalog.add_argument("--offsite", action="store_true", help="list the off-site repository instead")
     catalog.set_defaults(func=cmd_catalog)
     _add_restore(sub)
+    _add_archive(sub)
     return parser
 
 

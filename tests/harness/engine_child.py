@@ -2,13 +2,15 @@
 
 Everything comes from the environment (never argv, which ``ps`` shows to every user):
 
-    PGWARDEN_CHILD_ACTION      ``full`` (take_full_backup) or ``wal`` (collect_wal)
+    PGWARDEN_CHILD_ACTION      ``full`` (take_full_backup), ``wal`` (collect_wal) or ``purge`` (lifecycle purge)
     PGWARDEN_CHILD_DATABASE    the database's name in the repository (``appdb``)
     PGWARDEN_CHILD_REPO_URL    file:///... or s3://bucket/prefix
     PGWARDEN_CHILD_REPO_CONN_ID   (s3) the repository's Airflow AWS connection
     PGWARDEN_CHILD_WORKDIR     local scratch folder
     PGWARDEN_CHILD_RESTORE_POINT  (wal) the restore point's name
     PGWARDEN_CHILD_COMPRESSION    (wal) zstd, gzip or none
+    PGWARDEN_CHILD_POLICY      (purge) the lifecycle policy as written in the config, as JSON
+    PGWARDEN_CHILD_CUTOFF      (purge) the cutoff, ISO 8601 with a time zone
     PGHOST, PGPORT, PGUSER, PGDATABASE, PGPASSWORD   the server, as libpq reads them
     AIRFLOW_CONN_<ID>          that connection, resolved by pgwarden's hooks as in production
 
@@ -111,6 +113,15 @@ def _main() -> None:
         collect_wal(target, repo, database, slot=f"pgwarden_{database}", workdir=workdir,
                     compression=env.get("PGWARDEN_CHILD_COMPRESSION", "zstd"),
                     restore_point=env["PGWARDEN_CHILD_RESTORE_POINT"], warn_bytes=2**40, log=log)
+    elif action == "purge":
+        import json
+        from datetime import datetime
+
+        from pgwarden.core.lifecycle.config import PolicyConfig
+        from pgwarden.engine.lifecycle.purge import purge
+
+        purge(target, PolicyConfig.model_validate(json.loads(env["PGWARDEN_CHILD_POLICY"])),
+              datetime.fromisoformat(env["PGWARDEN_CHILD_CUTOFF"]), log=log)
     else:
         raise SystemExit(f"unknown PGWARDEN_CHILD_ACTION {action!r}")
     log("DONE")

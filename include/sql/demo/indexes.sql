@@ -10,9 +10,12 @@ CREATE UNIQUE INDEX IF NOT EXISTS sessions_token_key ON sessions (token);
 CREATE INDEX IF NOT EXISTS sessions_user_id_idx ON sessions (user_id);
 CREATE INDEX IF NOT EXISTS sessions_expires_at_idx ON sessions (expires_at);
 
+CREATE INDEX IF NOT EXISTS audit_notes_user_id_idx ON audit_notes (user_id);
+
 CREATE INDEX IF NOT EXISTS orders_user_id_created_at_idx ON orders (user_id, created_at);
 CREATE INDEX IF NOT EXISTS orders_created_at_idx ON orders (created_at);
 
 ANALYZE users;
 ANALYZE sessions;
 ANALYZE orders;
+ANALYZE audit_notes;

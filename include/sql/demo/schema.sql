@@ -3,6 +3,8 @@
 --   users     personal data (email, full_name, phone, date_of_birth), soft delete through deleted_at;
 --             the GDPR erasure pipeline anonymises rows whose deleted_at is past the grace period
 --   sessions  login sessions with expires_at; the TTL purge pipeline deletes expired ones in batches
+--   audit_notes  staff notes on accounts (an audit trail); a retracted note is soft-deleted through
+--             deleted_at and hard-deleted 90 days later by the TTL purge pipeline
 --   orders    kept for accounting after a user is erased, so they reference users (no cascade) and
 --             carry their own personal data (shipping address) that erasure must also scrub
 --
@@ -54,3 +56,13 @@ CREATE TABLE IF NOT EXISTS orders (
     updated_at       timestamptz   NOT NULL DEFAULT now()
 );
 COMMENT ON TABLE orders IS 'Orders, kept for accounting after erasure. Personal data: shipping_address.';
+
+CREATE TABLE IF NOT EXISTS audit_notes (
+    id          bigserial   PRIMARY KEY,
+    user_id     bigint      NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    note        text        NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    deleted_at  timestamptz,
+    CONSTRAINT audit_notes_deleted_after_created CHECK (deleted_at IS NULL OR deleted_at >= created_at)
+);
+COMMENT ON TABLE audit_notes IS 'Staff notes on accounts. Soft delete: deleted_at; hard-deleted 90 days after that.';

@@ -206,11 +206,28 @@ LATERAL (
 ) AS o
 ORDER BY o.created_at;
 
+-- Audit notes: one for every other user over the last year; 30% retracted (soft-deleted) since, so
+-- some are past the 90-day hard-delete horizon and some are not.
+INSERT INTO audit_notes (user_id, note, created_at, deleted_at)
+SELECT n.user_id, n.note, n.created_at,
+       CASE WHEN random() < 0.3 THEN n.created_at + (p.t0 - n.created_at) * random() END
+FROM seed_params AS p,
+LATERAL (
+    SELECT u.id AS user_id,
+           (ARRAY['identity verified', 'refund approved', 'address corrected', 'fraud check passed'])
+               [1 + floor(random() * 4)::int] AS note,
+           greatest(u.created_at, p.t0 - interval '365 days' * random()) AS created_at
+    FROM users AS u
+    WHERE u.id % 2 = 0
+) AS n
+ORDER BY n.created_at;
+
 -- The foreign-key check skipped above, once for all rows.
 DO $$
 BEGIN
     IF EXISTS (SELECT FROM sessions AS s WHERE NOT EXISTS (SELECT FROM users AS u WHERE u.id = s.user_id))
        OR EXISTS (SELECT FROM orders AS o WHERE NOT EXISTS (SELECT FROM users AS u WHERE u.id = o.user_id))
+       OR EXISTS (SELECT FROM audit_notes AS a WHERE NOT EXISTS (SELECT FROM users AS u WHERE u.id = a.user_id))
     THEN
         RAISE EXCEPTION 'demo seed generated rows without a user';
     END IF;

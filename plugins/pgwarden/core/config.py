@@ -11,64 +11,24 @@ import difflib
 import re
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 from urllib.parse import urlparse
 
 import yaml
 from pydantic import (
     BaseModel,
-    BeforeValidator,
-    ConfigDict,
     Field,
-    PlainSerializer,
-    PlainValidator,
     ValidationError,
-    WithJsonSchema,
     field_validator,
     model_validator,
 )
 
-from pgwarden.core.identifiers import QualifiedName
+from pgwarden.core.config_types import ByteSize, ConnId, Cron, Duration, FrequentCron, Strict, TableName
+from pgwarden.core.lifecycle.config import LifecycleConfig
 from pgwarden.core.retention import RetentionPolicy
-from pgwarden.core.schedule import longest_interval, validate_cron
-from pgwarden.core.units import parse_duration, parse_size
+from pgwarden.core.schedule import longest_interval
 
 DATABASE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
-CONN_ID = re.compile(r"^[A-Za-z0-9_.\-]+$")
-
-Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
-ByteSize = Annotated[int, BeforeValidator(parse_size)]
-
-
-def _cron(value: Any) -> str:
-    return validate_cron(str(value))
-
-
-def _frequent_cron(value: Any) -> str:
-    return validate_cron(str(value), min_interval=timedelta(minutes=5))
-
-
-def _conn_id(value: Any) -> str:
-    if not isinstance(value, str) or not CONN_ID.match(value):
-        raise ValueError(f"expected an Airflow connection id (letters, digits, '_', '-', '.'), got {value!r}")
-    return value
-
-
-def _table(value: Any) -> QualifiedName:
-    return value if isinstance(value, QualifiedName) else QualifiedName.parse(value)
-
-
-# A table as written in SQL (core/identifiers.py has the rules); shown and stored as str(name).
-TableName = Annotated[QualifiedName, PlainValidator(_table), PlainSerializer(str),
-                      WithJsonSchema({"type": "string"})]
-Cron = Annotated[str, BeforeValidator(_cron)]
-FrequentCron = Annotated[str, BeforeValidator(_frequent_cron)]
-ConnId = Annotated[str, BeforeValidator(_conn_id)]
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
 
 class RepositoryConfig(Strict):
     """Where backups live: ``file:///abs/path`` or ``s3://bucket/prefix``."""
@@ -191,6 +151,7 @@ class DatabaseConfig(Strict):
     healthcheck: HealthcheckConfig = Field(default_factory=HealthcheckConfig)
     backup: BackupConfig = Field(default_factory=BackupConfig)
     verify: VerifyConfig = Field(default_factory=VerifyConfig)
+    lifecycle: LifecycleConfig = Field(default_factory=LifecycleConfig)
 
     @model_validator(mode="after")
     def _rpo_reachable(self) -> DatabaseConfig:

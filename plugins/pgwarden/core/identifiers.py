@@ -61,6 +61,17 @@ class QualifiedName:
         return f"{quote(self.schema)}.{quote(self.name)}"
 
 
+def parse_column(text: str) -> str:
+    """One column name as SQL writes it (``expires_at``, ``"e-mail"``), unquoted and folded like a table name."""
+    if not isinstance(text, str):
+        raise IdentifierError(f"expected a column name as text, got {text!r}")
+    parts = _split(text)
+    if len(parts) != 1:
+        raise IdentifierError(f"{text!r} is not one column name; put a dot that belongs to a name inside "
+                              f"double quotes")
+    return parts[0]
+
+
 def quote(part: str) -> str:
     """One identifier as SQL writes it: bare when it reads back the same, else in double quotes."""
     if _BARE.fullmatch(part):

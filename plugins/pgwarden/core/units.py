@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 
-_DURATION_PART = re.compile(r"(\d+)(w|d|h|m|s)")
-_DURATION_SECONDS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
+_DURATION_PART = re.compile(r"(\d+)(ms|w|d|h|m|s)")
+_DURATION_SECONDS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1, "ms": 0.001}
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)?\s*$")
 _SIZE_FACTOR = {
     None: 1, "B": 1,
@@ -16,7 +16,7 @@ _SIZE_FACTOR = {
 
 
 def parse_duration(text: str | int | float | timedelta) -> timedelta:
-    """``"90s"``, ``"15m"``, ``"1h30m"``, ``"7d"``, ``"2w"``; a bare number means seconds."""
+    """``"100ms"``, ``"90s"``, ``"15m"``, ``"1h30m"``, ``"7d"``, ``"2w"``; a bare number means seconds."""
     if isinstance(text, timedelta):
         return text
     if isinstance(text, bool):
@@ -28,8 +28,8 @@ def parse_duration(text: str | int | float | timedelta) -> timedelta:
     compact = str(text).replace(" ", "")
     if not compact or _DURATION_PART.sub("", compact) != "":
         raise ValueError(
-            f"expected a duration like '90s', '15m', '1h30m', '7d' or '2w' "
-            f"(units w, d, h, m, s), got {text!r}"
+            f"expected a duration like '100ms', '90s', '15m', '1h30m', '7d' or '2w' "
+            f"(units w, d, h, m, s, ms), got {text!r}"
         )
     return timedelta(seconds=sum(int(n) * _DURATION_SECONDS[u] for n, u in _DURATION_PART.findall(compact)))
 

@@ -34,7 +34,7 @@ import re
 import secrets
 import socket
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -251,7 +251,10 @@ class Repository(ABC):
         return f"{self.url}/{check_key(key)}"
 
     @abstractmethod
-    def put_file(self, key: str, path: Path, *, retain_until: datetime | None = None) -> ObjectInfo: ...
+    def put_file(self, key: str, path: Path, *, retain_until: datetime | None = None,
+                 storage_class: str | None = None, tags: Mapping[str, str] | None = None) -> ObjectInfo:
+        """Store ``path`` under ``key``. ``storage_class`` (e.g. ``GLACIER_IR``) and ``tags`` (S3 object
+        tags, e.g. for a bucket lifecycle rule that expires them) apply to S3 only; ``file://`` ignores them."""
 
     @abstractmethod
     def put_bytes(self, key: str, data: bytes, *, retain_until: datetime | None = None) -> ObjectInfo: ...

@@ -23,7 +23,7 @@ import errno
 import hashlib
 import os
 import stat
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
@@ -154,7 +154,8 @@ class FileRepository(Repository):
                         os.unlink(leftover)
         return ObjectInfo(key=key, size=size, sha256=digest, modified=modified)
 
-    def put_file(self, key: str, path: Path, *, retain_until: datetime | None = None) -> ObjectInfo:
+    def put_file(self, key: str, path: Path, *, retain_until: datetime | None = None,
+                 storage_class: str | None = None, tags: Mapping[str, str] | None = None) -> ObjectInfo:
         check_key(key)
         check_retain_until(retain_until)
         try:

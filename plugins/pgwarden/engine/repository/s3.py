@@ -18,11 +18,11 @@ import contextlib
 import hashlib
 import os
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
-from urllib.parse import urlparse
+from urllib.parse import urlencode, urlparse
 
 from pgwarden.engine.errors import PermanentError, PgwardenError, TransientError, os_error
 from pgwarden.engine.repository.contract import (
@@ -149,7 +149,8 @@ class S3Repository(Repository):
             self._client().put_object(Bucket=self.bucket, Key=object_key, Body=data, **args)
         return ObjectInfo(key=key, size=len(data), sha256=digest)
 
-    def put_file(self, key: str, path: Path, *, retain_until: datetime | None = None) -> ObjectInfo:
+    def put_file(self, key: str, path: Path, *, retain_until: datetime | None = None,
+                 storage_class: str | None = None, tags: Mapping[str, str] | None = None) -> ObjectInfo:
         object_key = self._object_key(key)
         check_retain_until(retain_until)
         doing = f"uploading {path} to {self.uri(key)}"
@@ -159,6 +160,10 @@ class S3Repository(Repository):
         except OSError as exc:
             raise os_error(exc, f"reading local file {path} to store as {self.uri(key)}") from exc
         args = self._upload_args(digest, retain_until)
+        if storage_class:
+            args["StorageClass"] = storage_class
+        if tags:
+            args["Tagging"] = urlencode(tags)
         with self._errors.translated(doing), self._transfer_manager() as manager:
             manager.upload(str(path), self.bucket, object_key, extra_args=args).result()
         after = os.stat(path)

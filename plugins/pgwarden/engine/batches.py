@@ -1,0 +1,212 @@
+"""Walk a table in key order, one short transaction per batch, sized to a time budget.
+
+The caller supplies the batch itself (``step``): given the last key done and a row limit, it does
+one batch's work inside the transaction the runner opened and returns how many rows it changed and
+the last key it covered. The runner owns everything around it: ``SET LOCAL`` timeouts per
+transaction, commit per batch, growing the batch while batches are fast and shrinking it when one
+is slow, backing off and retrying on a lock timeout (isolating a row someone holds locked so the
+rest still drains), a pause between batches, the run's time limit, and progress in the log.
+
+A purge uses it today; a backfill or any other keyset walk can reuse it unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import psycopg
+from psycopg import errors
+
+from pgwarden.core.units import format_duration
+from pgwarden.engine.errors import PermanentError
+
+Key = tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    """One batch's result: rows changed, and the last key it covered (``None``: nothing left to walk)."""
+
+    rows: int
+    last_key: Key | None
+
+
+# step(conn, after_key, limit) -> BatchOutcome, run inside the runner's transaction.
+BatchStep = Callable[[psycopg.Connection, Key | None, int], BatchOutcome]
+# peek(conn, after_key) -> the next key the step would take, read without locking (None: none left).
+Peek = Callable[[psycopg.Connection, Key | None], Key | None]
+
+
+@dataclass(frozen=True)
+class BatchSettings:
+    time_budget: timedelta = timedelta(milliseconds=100)
+    lock_timeout: timedelta = timedelta(seconds=2)
+    pause: timedelta = timedelta(0)
+    max_run_time: timedelta = timedelta(minutes=50)
+    initial_size: int = 100
+    min_size: int = 1
+    max_size: int = 50_000
+    # Lock timeouts in a row on one batch before it is quartered (and, at one row, the row is skipped).
+    lock_retries_before_shrink: int = 3
+    progress_every: float = 5.0
+
+    @property
+    def statement_timeout(self) -> timedelta:
+        """A batch far over budget is cancelled and retried smaller, rather than holding its locks on."""
+        return max(self.lock_timeout + 20 * self.time_budget, timedelta(seconds=1))
+
+
+@dataclass
+class BatchStats:
+    """Counts only: safe for logs and XCom."""
+
+    rows: int = 0
+    batches: int = 0
+    lock_timeout_retries: int = 0
+    statement_timeouts: int = 0
+    rows_skipped_locked: int = 0
+    finished: bool = False
+    elapsed_s: float = 0.0
+    durations_ms: list[float] = field(default_factory=list, repr=False)
+
+    def summary(self) -> dict[str, object]:
+        return {
+            "rows": self.rows,
+            "batches": self.batches,
+            "batch_ms_p50": percentile(self.durations_ms, 50),
+            "batch_ms_p99": percentile(self.durations_ms, 99),
+            "batch_ms_max": round(max(self.durations_ms), 1) if self.durations_ms else 0.0,
+            "lock_timeout_retries": self.lock_timeout_retries,
+            "statement_timeouts": self.statement_timeouts,
+            "rows_skipped_locked": self.rows_skipped_locked,
+            "finished": self.finished,
+            "elapsed_s": round(self.elapsed_s, 3),
+        }
+
+
+def percentile(values: Sequence[float], pct: float) -> float:
+    """Nearest-rank percentile (0 for no values)."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    rank = max(1, math.ceil(pct / 100 * len(ordered)))
+    return round(ordered[rank - 1], 1)
+
+
+def next_size(size: int, took: timedelta, settings: BatchSettings) -> int:
+    """Aim each batch at the time budget: double while well under it, scale down after a slow one."""
+    budget = settings.time_budget.total_seconds()
+    seconds = took.total_seconds()
+    if seconds < budget / 2:
+        size *= 2
+    elif seconds > budget:
+        size = int(size * budget / seconds * 0.8)
+    return max(settings.min_size, min(settings.max_size, size))
+
+
+def _ms(delta: timedelta) -> str:
+    return f"{max(1, int(delta.total_seconds() * 1000))}ms"
+
+
+def run_batches(
+    conn: psycopg.Connection,
+    step: BatchStep,
+    settings: BatchSettings,
+    *,
+    peek: Peek,
+    what: str,
+    estimate: int | None = None,
+    log: Callable[[str], None] = print,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> BatchStats:
+    """Run ``step`` batch after batch until it reports nothing left, or ``max_run_time`` is reached.
+
+    ``conn`` must not be in a transaction (autocommit off or on: each batch opens its own). Stopping
+    on the time limit is clean: every committed batch stays done and the next run walks on from the
+    start of the key range, finding only what is left.
+    """
+    stats = BatchStats()
+    started = last_progress = clock()
+    size = settings.initial_size
+    after: Key | None = None
+    timeouts_in_a_row = 0
+    backoff = 0.1
+    while True:
+        if clock() - started >= settings.max_run_time.total_seconds():
+            log(f"{what}: stopping at the run time limit ({format_duration(settings.max_run_time)}); "
+                f"the next run continues")
+            break
+        batch_start = clock()
+        try:
+            with conn.transaction():
+                conn.execute("SELECT set_config('lock_timeout', %s, true), set_config('statement_timeout', %s, true)",
+                             (_ms(settings.lock_timeout), _ms(settings.statement_timeout)))
+                outcome = step(conn, after, size)
+        except errors.LockNotAvailable:
+            stats.lock_timeout_retries += 1
+            timeouts_in_a_row += 1
+            if timeouts_in_a_row >= settings.lock_retries_before_shrink:
+                timeouts_in_a_row = 0
+                backoff = 0.1
+                if size > settings.min_size:
+                    size = max(settings.min_size, size // 4)
+                else:
+                    # One row someone keeps locked: leave it to a later run, drain the rest.
+                    with conn.transaction():
+                        skipped = peek(conn, after)
+                    if skipped is None:
+                        stats.finished = True
+                        break
+                    after = skipped
+                    stats.rows_skipped_locked += 1
+            log(f"{what}: lock timeout after {format_duration(settings.lock_timeout)}; backing off "
+                f"{backoff:.1f}s and retrying with batch size {size}")
+            sleep(backoff)
+            backoff = min(backoff * 2, 2.0)
+            continue
+        except errors.QueryCanceled:
+            stats.statement_timeouts += 1
+            if size <= settings.min_size:
+                raise
+            size = max(settings.min_size, size // 4)
+            log(f"{what}: batch exceeded the statement timeout; retrying with batch size {size}")
+            continue
+        took = timedelta(seconds=clock() - batch_start)
+        timeouts_in_a_row, backoff = 0, 0.1
+        if outcome.last_key is None:
+            stats.finished = True
+            break
+        if outcome.last_key == after:
+            # A walk that does not move would repeat the same batch until max_run_time.
+            raise PermanentError(f"{what}: the batch did not advance past the previous key; a `where` "
+                                 f"predicate must be one condition (it may not close its parentheses)")
+        stats.batches += 1
+        stats.rows += outcome.rows
+        stats.durations_ms.append(took.total_seconds() * 1000)
+        after = outcome.last_key
+        size = next_size(size, took, settings)
+        now = clock()
+        if now - last_progress >= settings.progress_every:
+            last_progress = now
+            log(progress_line(what, stats.rows, now - started, estimate))
+        if settings.pause:
+            sleep(settings.pause.total_seconds())
+    stats.elapsed_s = clock() - started
+    return stats
+
+
+def progress_line(what: str, rows: int, elapsed: float, estimate: int | None) -> str:
+    rate = rows / elapsed if elapsed > 0 else 0.0
+    line = f"{what}: {rows} rows in {format_duration(elapsed)} ({rate:.0f} rows/s)"
+    if estimate:
+        pct = min(100.0, 100.0 * rows / estimate)
+        left = max(0, estimate - rows)
+        eta = format_duration(left / rate) if rate > 0 else "unknown"
+        line += f", {pct:.0f}% of ~{estimate} estimated, ETA {eta}"
+    return line

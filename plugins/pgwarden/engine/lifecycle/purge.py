@@ -1,0 +1,201 @@
+"""Purge one policy's expired rows: children first, then the table, in key-ordered batches.
+
+The cutoff is the run's ``data_interval_end``: a cleared or retried run selects the same rows, and a
+kill -9 at any point loses nothing (each batch commits on its own; the next run walks the key range
+again and finds only what is left). A session advisory lock per table keeps two runs from purging one
+table at once. The summary holds counts only, never row data.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from pgwarden.core.identifiers import QualifiedName
+from pgwarden.core.lifecycle.config import PolicyConfig
+from pgwarden.engine.batches import BatchOutcome, BatchSettings, BatchStats, Key, run_batches
+from pgwarden.engine.errors import TransientError
+from pgwarden.engine.lifecycle.partitions import detach_expired_partitions
+from pgwarden.engine.lifecycle.plan import plan_policy, set_batch_session
+from pgwarden.engine.lifecycle.selection import (
+    Selection,
+    after_params,
+    count_estimate,
+    delete_batch,
+    delete_locked,
+    lock_batch,
+    next_key,
+)
+from pgwarden.engine.postgres import PgTarget, connect, table_identifier
+
+# before_delete(conn, column names, rows): sees each batch's rows, locked, inside the transaction
+# that then deletes them; it must make them durable (or raise, and nothing is deleted).
+BeforeDelete = Callable[[psycopg.Connection, list[str], list[tuple[Any, ...]]], None]
+
+# archiver(conn, selection, threshold, settings) -> stats: runs the main table's walk instead of the
+# plain batched delete (mode archive_then_delete: engine/lifecycle/archive.py), after the children.
+TableRunner = Callable[[psycopg.Connection, Selection, datetime, BatchSettings], BatchStats]
+
+ADVISORY_NAMESPACE = "pgwarden.lifecycle:"
+
+
+@contextmanager
+def table_lock(conn: psycopg.Connection, table: QualifiedName) -> Iterator[None]:
+    """A session advisory lock on the table's name: a second purge of it fails fast (and retries later)."""
+    name = ADVISORY_NAMESPACE + str(table)
+    got = conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (name,)).fetchone()[0]  # type: ignore[index]
+    if not got:
+        raise TransientError(f"another pgwarden run is purging {table} right now; this one retries later")
+    try:
+        yield
+    finally:
+        if not conn.closed:
+            conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (name,))
+
+
+def batch_settings(policy: PolicyConfig, max_run_time: timedelta) -> BatchSettings:
+    return BatchSettings(time_budget=policy.batch.time_budget, lock_timeout=policy.batch.lock_timeout,
+                         pause=policy.batch.pause, max_run_time=max_run_time)
+
+
+def purge(
+    target: PgTarget,
+    policy: PolicyConfig,
+    cutoff: datetime,
+    *,
+    log: Callable[[str], None] = print,
+    before_delete: BeforeDelete | None = None,
+    archiver: TableRunner | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> dict[str, object]:
+    """Purge what ``policy`` selects at ``cutoff``; returns the run's summary (counts only)."""
+    if cutoff.tzinfo is None:
+        raise ValueError("the cutoff must be timezone-aware (the run's data_interval_end)")
+    started = clock()
+    with connect(target) as conn:
+        plan = plan_policy(conn, policy)
+        for warning in plan.warnings:
+            log(f"warning: {warning}")
+        threshold = plan.threshold(cutoff)
+        with table_lock(conn, policy.table):
+            wal_start = _wal_lsn(conn)
+            detached: list[str] = []
+            if policy.mode == "partition_drop":
+                detached = detach_expired_partitions(conn, plan, threshold, log=log)
+            tables: dict[str, dict[str, object]] = {}
+            finished = True
+            for table_plan in (*plan.children, plan.main):
+                left = policy.batch.max_run_time.total_seconds() - (clock() - started)
+                if left <= 0:
+                    finished = False
+                    break
+                hook = before_delete if table_plan is plan.main else None
+                settings = batch_settings(policy, timedelta(seconds=left))
+                if table_plan is plan.main and archiver is not None:
+                    stats = archiver(conn, table_plan.selection, threshold, settings)
+                else:
+                    stats = purge_table(conn, table_plan.selection, threshold, settings, log=log,
+                                        before_delete=hook, clock=clock)
+                tables[str(table_plan.table)] = stats.summary()
+                if not stats.finished:
+                    finished = False
+                    break
+            vacuumed = []
+            if policy.vacuum_after is not None:
+                for name, summary in tables.items():
+                    if int(summary["rows"]) >= policy.vacuum_after:  # type: ignore[call-overload]
+                        _vacuum(conn, QualifiedName.parse(name), log)
+                        vacuumed.append(name)
+            wal_bytes = _wal_bytes_since(conn, wal_start)
+    main = tables.get(str(policy.table), BatchStats().summary())
+    return {
+        "policy": policy.name,
+        "table": str(policy.table),
+        "mode": policy.mode,
+        "cutoff": cutoff.isoformat(),
+        "threshold": threshold.isoformat(),
+        **{k: v for k, v in main.items() if k != "finished"},
+        "finished": finished,
+        "rows_total": sum(int(s["rows"]) for s in tables.values()),  # type: ignore[call-overload]
+        "tables": tables,
+        "partitions_detached": detached,
+        "vacuumed": vacuumed,
+        "wal_bytes": wal_bytes,
+        "warnings": list(plan.warnings),
+    }
+
+
+def purge_table(
+    conn: psycopg.Connection,
+    selection: Selection,
+    threshold: datetime,
+    settings: BatchSettings,
+    *,
+    log: Callable[[str], None],
+    before_delete: BeforeDelete | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> BatchStats:
+    what = f"purge {selection.table}"
+    estimate = _estimate(conn, selection, threshold)
+    log(f"{what}: rows older than {threshold.isoformat()}, ~{estimate} estimated")
+
+    def step(conn: psycopg.Connection, after: Key | None, limit: int) -> BatchOutcome:
+        set_batch_session(conn)
+        params = {"threshold": threshold, "limit": limit, **after_params(selection.key, after)}
+        if before_delete is None:
+            row = conn.execute(delete_batch(selection, after), params).fetchone()
+            return BatchOutcome(0, None) if row is None else BatchOutcome(int(row[0]), tuple(row[1:]))
+        cur = conn.execute(lock_batch(selection, after), params)
+        rows = cur.fetchall()
+        if not rows:
+            return BatchOutcome(0, None)
+        names = [d.name for d in cur.description or ()][2:]
+        data = [tuple(r[2:]) for r in rows]
+        before_delete(conn, names, data)
+        deleted = conn.execute(delete_locked(selection), {
+            "threshold": threshold, "oids": [r[0] for r in rows], "ctids": [r[1] for r in rows]}).rowcount
+        positions = [names.index(k) for k in selection.key]
+        return BatchOutcome(deleted, tuple(data[-1][p] for p in positions))
+
+    def peek(conn: psycopg.Connection, after: Key | None) -> Key | None:
+        set_batch_session(conn)
+        row = conn.execute(next_key(selection, after),
+                           {"threshold": threshold, **after_params(selection.key, after)}).fetchone()
+        return None if row is None else tuple(row)
+
+    stats = run_batches(conn, step, settings, peek=peek, what=what, estimate=estimate, log=log, clock=clock)
+    summary = stats.summary()
+    log(f"{what}: {'done' if stats.finished else 'stopped'}: {summary['rows']} rows in {summary['batches']} "
+        f"batches (p50 {summary['batch_ms_p50']} ms, p99 {summary['batch_ms_p99']} ms, max "
+        f"{summary['batch_ms_max']} ms), {stats.lock_timeout_retries} lock-timeout retries")
+    return stats
+
+
+def _estimate(conn: psycopg.Connection, selection: Selection, threshold: datetime) -> int:
+    with conn.transaction():
+        set_batch_session(conn)
+        plan = conn.execute(count_estimate(selection), {"threshold": threshold}).fetchone()[0]  # type: ignore[index]
+    return int(plan[0]["Plan"]["Plan Rows"])
+
+
+def _wal_lsn(conn: psycopg.Connection) -> str:
+    return str(conn.execute("SELECT pg_current_wal_lsn()").fetchone()[0])  # type: ignore[index]
+
+
+def _wal_bytes_since(conn: psycopg.Connection, start: str) -> int:
+    row = conn.execute("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), %s::pg_lsn)", (start,)).fetchone()
+    return int(row[0])  # type: ignore[index]
+
+
+def _vacuum(conn: psycopg.Connection, table: QualifiedName, log: Callable[[str], None]) -> None:
+    """Outside any transaction (``conn`` is autocommit), as VACUUM requires."""
+    log(f"VACUUM (ANALYZE) {table}")
+    conn.execute(sql.SQL("VACUUM (ANALYZE) {}").format(table_identifier(table)))
+
+

@@ -1,0 +1,137 @@
+"""Which rows of a table a policy selects, as SQL: the expiry condition, the operator's predicate, and
+the same condition through foreign keys for child tables.
+
+Two conditions per table. ``select`` picks a batch (expiry AND the predicate); ``recheck`` is what the
+DELETE itself tests, and it never contains the predicate text: whatever the predicate says (even one that
+closes its parentheses and ORs something in), the DELETE only removes rows older than the threshold.
+The threshold is always a bind parameter, ``%(threshold)s``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from psycopg import sql
+
+from pgwarden.core.identifiers import QualifiedName
+from pgwarden.engine.postgres import table_identifier
+
+
+@dataclass(frozen=True)
+class ForeignKey:
+    """``child(columns)`` references ``parent(referenced)``."""
+
+    columns: tuple[str, ...]
+    referenced: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The rows of ``table`` a policy purges. ``parent``/``via`` set: the rows referencing the parent's."""
+
+    table: QualifiedName
+    key: tuple[str, ...]
+    expire_column: str | None = None
+    where: str | None = None
+    parent: Selection | None = None
+    via: ForeignKey | None = None
+
+    def depth(self) -> int:
+        return 0 if self.parent is None else self.parent.depth() + 1
+
+    def select(self, alias: str) -> sql.Composable:
+        return self._condition(alias, with_predicate=True)
+
+    def recheck(self, alias: str) -> sql.Composable:
+        return self._condition(alias, with_predicate=False)
+
+    def _condition(self, alias: str, *, with_predicate: bool) -> sql.Composable:
+        if self.parent is None:
+            assert self.expire_column is not None
+            expired = sql.SQL("{} < %(threshold)s").format(sql.Identifier(alias, self.expire_column))
+            if with_predicate and self.where:
+                # Trusted operator text, checked by the server's planner at the plan step; a '%' in it
+                # is text, not a bind placeholder.
+                return sql.SQL("{} AND ({})").format(expired, sql.SQL(self.where.replace("%", "%%")))
+            return expired
+        assert self.via is not None
+        inner = f"p{self.depth()}"
+        return sql.SQL("EXISTS (SELECT 1 FROM {} AS {} WHERE ({}) = ({}) AND {})").format(
+            table_identifier(self.parent.table), sql.Identifier(inner),
+            columns(inner, self.via.referenced), columns(alias, self.via.columns),
+            self.parent._condition(inner, with_predicate=with_predicate),
+        )
+
+
+def columns(alias: str | None, names: Sequence[str]) -> sql.Composable:
+    """``alias.a, alias.b`` (or bare names)."""
+    return sql.SQL(", ").join(sql.Identifier(alias, n) if alias else sql.Identifier(n) for n in names)
+
+
+def descending(alias: str | None, names: Sequence[str]) -> sql.Composable:
+    return sql.SQL(", ").join(
+        sql.SQL("{} DESC").format(sql.Identifier(alias, n) if alias else sql.Identifier(n)) for n in names)
+
+
+def after_params(key: Sequence[str], after: Sequence[object] | None) -> dict[str, object]:
+    return {f"after{i}": value for i, value in enumerate(after or ())}
+
+
+def after_condition(alias: str, key: Sequence[str], after: Sequence[object] | None) -> sql.Composable:
+    """``(t.k1, t.k2) > (%(after0)s, %(after1)s) AND`` (a row comparison a btree index walks), or nothing."""
+    if after is None:
+        return sql.SQL("")
+    values = sql.SQL(", ").join(sql.Placeholder(f"after{i}") for i in range(len(key)))
+    return sql.SQL("ROW({}) > ROW({}) AND ").format(columns(alias, key), values)
+
+
+def delete_batch(selection: Selection, after: Sequence[object] | None) -> sql.Composable:
+    """One batch, one statement: the next ``%(limit)s`` selected keys in key order, deleted (re-checked).
+
+    Returns one row ``(deleted, last key...)``, or none when nothing is left to walk.
+    """
+    key = selection.key
+    return sql.SQL(
+        "WITH batch AS ("
+        "SELECT {t_key} FROM {table} AS t WHERE {after}{select} ORDER BY {t_key} LIMIT %(limit)s"
+        "), deleted AS ("
+        "DELETE FROM {table} AS d WHERE ({d_key}) IN (SELECT {b_key} FROM batch) AND {recheck} RETURNING 1"
+        ") SELECT (SELECT count(*) FROM deleted), {b_key} FROM batch ORDER BY {b_desc} LIMIT 1"
+    ).format(
+        t_key=columns("t", key), table=table_identifier(selection.table), after=after_condition("t", key, after),
+        select=selection.select("t"), d_key=columns("d", key), b_key=columns(None, key),
+        recheck=selection.recheck("d"), b_desc=descending(None, key),
+    )
+
+
+def lock_batch(selection: Selection, after: Sequence[object] | None) -> sql.Composable:
+    """The next ``%(limit)s`` selected rows, whole and locked, with their physical address first
+    (``tableoid, ctid``) so :func:`delete_locked` removes exactly these rows after a hook saw them."""
+    key = selection.key
+    return sql.SQL(
+        "SELECT t.tableoid, t.ctid::text, t.* FROM {table} AS t WHERE {after}{select} "
+        "ORDER BY {t_key} LIMIT %(limit)s FOR UPDATE OF t"
+    ).format(table=table_identifier(selection.table), after=after_condition("t", key, after),
+             select=selection.select("t"), t_key=columns("t", key))
+
+
+def delete_locked(selection: Selection) -> sql.Composable:
+    """Delete the rows :func:`lock_batch` returned (``%(oids)s``, ``%(ctids)s``), re-checking expiry."""
+    return sql.SQL(
+        "DELETE FROM {table} AS d WHERE (d.tableoid, d.ctid) IN "
+        "(SELECT * FROM unnest(%(oids)s::oid[], %(ctids)s::tid[])) AND {recheck}"
+    ).format(table=table_identifier(selection.table), recheck=selection.recheck("d"))
+
+
+def next_key(selection: Selection, after: Sequence[object] | None) -> sql.Composable:
+    """The next selected key, read without locks (to step over a row another session holds)."""
+    key = selection.key
+    return sql.SQL("SELECT {t_key} FROM {table} AS t WHERE {after}{select} ORDER BY {t_key} LIMIT 1").format(
+        t_key=columns("t", key), table=table_identifier(selection.table), after=after_condition("t", key, after),
+        select=selection.select("t"))
+
+
+def count_estimate(selection: Selection) -> sql.Composable:
+    return sql.SQL("EXPLAIN (FORMAT JSON) SELECT 1 FROM {} AS t WHERE {}").format(
+        table_identifier(selection.table), selection.select("t"))

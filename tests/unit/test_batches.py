@@ -1,0 +1,27 @@
+"""The batch runner's sizing and reporting rules (the database side is tested in tests/integration)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from pgwarden.engine.batches import BatchSettings, next_size, percentile, progress_line
+
+SETTINGS = BatchSettings(time_budget=timedelta(milliseconds=100), min_size=10, max_size=1000)
+
+
+def test_batch_grows_when_fast_shrinks_when_slow_within_bounds() -> None:
+    assert next_size(100, timedelta(milliseconds=20), SETTINGS) == 200
+    assert next_size(100, timedelta(milliseconds=80), SETTINGS) == 100
+    assert next_size(100, timedelta(milliseconds=400), SETTINGS) == 20
+    assert next_size(800, timedelta(milliseconds=1), SETTINGS) == 1000
+    assert next_size(12, timedelta(seconds=10), SETTINGS) == 10
+
+
+def test_percentiles_are_nearest_rank() -> None:
+    values = [float(v) for v in range(1, 101)]
+    assert (percentile(values, 50), percentile(values, 99), percentile([], 50)) == (50.0, 99.0, 0.0)
+
+
+def test_progress_line_has_rate_share_of_estimate_and_eta() -> None:
+    line = progress_line("purge public.sessions", 500, 10.0, 2000)
+    assert "500 rows" in line and "50 rows/s" in line and "25% of ~2000" in line and "ETA 30.0s" in line
