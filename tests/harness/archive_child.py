@@ -1,6 +1,7 @@
 """Run one policy's archive-then-delete in a process of its own, so a test can ``kill -9`` it.
 
-The environment is ``engine_child``'s (``child_env``: libpq and AWS settings, the repository URL,
+The environment is ``engine_child``'s (``child_env``: libpq settings, the repository URL and its AWS
+connection id (``PGWARDEN_CHILD_REPO_CONN_ID``, resolved through pgwarden's hooks as in production),
 the database and the workdir) plus, for this action:
 
     PGWARDEN_CHILD_POLICY            the policy as JSON, as it is written in the config
@@ -31,16 +32,17 @@ def spawn(env: Mapping[str, str]) -> subprocess.Popen:
 
 
 def _main() -> None:
+    from pgwarden.airflow.hooks import open_repository
     from pgwarden.core.config import RepositoryConfig
     from pgwarden.core.lifecycle.config import PolicyConfig
     from pgwarden.engine.lifecycle.archive import ArchiveRequest, archive_then_delete
     from pgwarden.engine.postgres import PgTarget
-    from pgwarden.engine.repository import S3Settings, open_repository
 
     env = os.environ
     target = PgTarget(host=env["PGHOST"], port=int(env["PGPORT"]), user=env["PGUSER"],
                       dbname=env.get("PGDATABASE", "postgres"), password=env.get("PGPASSWORD"))
-    repo = open_repository(RepositoryConfig(url=env["PGWARDEN_CHILD_REPO_URL"]), S3Settings.from_env())
+    repo = open_repository(RepositoryConfig(url=env["PGWARDEN_CHILD_REPO_URL"],
+                                            conn_id=env["PGWARDEN_CHILD_REPO_CONN_ID"]))
 
     def log(message: str) -> None:
         print(f"CHILD {message}", flush=True)

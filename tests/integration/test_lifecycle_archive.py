@@ -252,13 +252,16 @@ SESSIONS_FIELDS = {"name": "sessions", "table": "public.sessions", "expire": {"c
 SESSIONS = PolicyConfig.model_validate(SESSIONS_FIELDS)
 
 
-def spawn_archive(pg, s3_endpoint: str, tmp_path):
+def spawn_archive(pg, s3, tmp_path, endpoint_url: str | None = None):
+    """The archive run in a child that reaches S3 as production does: an Airflow AWS connection
+    (``endpoint_url`` overrides its endpoint, e.g. with a relay that can be frozen)."""
+    from tests.harness.airflow_conns import conn_var
     from tests.harness.archive_child import spawn
     from tests.harness.engine_child import child_env
 
+    conn = s3.airflow_conn_uri(endpoint_url=endpoint_url or s3.endpoint_url)
     env = child_env(pg.target(), f"s3://{BUCKET}/pgw", DB, tmp_path / "child", "archive",
-                    s3_env={"AWS_ENDPOINT_URL_S3": s3_endpoint, "AWS_REGION": REGION,
-                            "AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY},
+                    {conn_var("pgw_archive_s3"): conn, "PGWARDEN_CHILD_REPO_CONN_ID": "pgw_archive_s3"},
                     policy=json.dumps(SESSIONS_FIELDS), interval_end=END.isoformat(), read_batch_rows="2000")
     return spawn(env)
 
@@ -299,7 +302,7 @@ def test_kill_between_upload_and_delete_deletes_once_on_the_rerun(pg, s3, tmp_pa
     # records it, and then waits on the locks (lock timeouts, retries), where it is killed.
     with connect(pg.target(), autocommit=False) as app:
         app.execute("SELECT id FROM public.sessions WHERE id <= 10 FOR UPDATE")
-        child = spawn_archive(pg, s3.endpoint_url, tmp_path)
+        child = spawn_archive(pg, s3, tmp_path)
         try:
             wait_for_line(child, "uploading part 0", timeout=120)
             key = f"{DB}/archive/public.sessions/20261130T190000Z/manifest.json"
@@ -329,7 +332,7 @@ def test_kill_mid_upload_rewrites_the_same_part_on_the_rerun(pg, s3, tmp_path) -
     relay = TcpRelay(target_port=s3.port)
     relay.start()
     try:
-        child = spawn_archive(pg, relay.url, tmp_path)
+        child = spawn_archive(pg, s3, tmp_path, endpoint_url=relay.url)
         try:
             wait_for_line(child, "uploading part 1", timeout=120)
             # Freeze the endpoint: the upload in flight hangs, and the worker dies in it.
