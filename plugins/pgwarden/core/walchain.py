@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pgwarden.core.lsn import Lsn
-from pgwarden.core.recovery import RestorePoint
+from pgwarden.core.restore_point import RestorePoint
 from pgwarden.core.walnames import (
     DEFAULT_SEGMENT_SIZE,
     HistoryEntry,
@@ -122,8 +122,7 @@ class ChainReport:
             "missing": list(self.missing),
             "missing_count": self.missing_count,
             "replayable_to": str(self.replayable_to),
-            "reachable_point": {"name": point.name, "lsn": str(point.lsn), "created_at": point.created_at.isoformat()}
-            if point else None,
+            "reachable_point": point.to_json_dict() if point else None,
             "message": self.message,
         }
 
