@@ -38,6 +38,7 @@ def results() -> list[tuple[TaskResult, str]]:
                        reached_lsn="0/5000000", timeline=1), "reached LSN 0/5000000"),
         (plan, "from backup 20261120T020000Z"),
         (drill, "PASSED"),
+        (plan.catalog.check_chain(), "WAL chain of shop is complete"),
     ]
 
 

@@ -1,7 +1,7 @@
 """The contract of what a task hands back: one shape for XCom, one line for the log.
 
 Every engine result an operator returns (WAL collection, off-site copy, prune, restore, restore
-plan, drill evidence) implements it; operators push ``to_json_dict()`` and nothing else, so what a
+plan, drill evidence, WAL chain report) implements it; operators push ``to_json_dict()`` and nothing else, so what a
 downstream task or the CLI's ``--json`` reads is the same document.
 """
 

@@ -110,6 +110,9 @@ class ChainReport:
     reachable_point: RestorePoint | None = None
     """the newest restore point before ``replayable_to`` (from the backup's consistency point on)"""
 
+    def summary(self) -> str:
+        return self.message
+
     def to_json_dict(self) -> dict[str, Any]:
         point = self.reachable_point
         return {
