@@ -188,7 +188,7 @@ def main() -> int:
         collection = wal.collect_wal(target, repo, request["database"], slot=request["slot"],
                                      workdir=Path(request["workdir"]), compression=method,
                                      restore_point=request["restore_point"], warn_bytes=2**40, log=log)
-        outcome = {"compression": method, **collection.summary()}
+        outcome = {"compression": method, **collection.to_json_dict()}
         outcome.pop("segments_uploaded", None)
         outcome["segments_uploaded"] = len(collection.segments_uploaded)
     else:

@@ -63,6 +63,8 @@ def main() -> int:
     from pgwarden.engine import restore as restore_engine
     from pgwarden.engine.cluster import LocalCluster
     from pgwarden.engine.postgres import PgTarget, connect
+    from pgwarden.engine.restore import fetch as restore_fetch
+    from pgwarden.engine.restore import run as restore_run
 
     imported = time.perf_counter()
     phases = Phases()
@@ -74,12 +76,12 @@ def main() -> int:
                       lambda key: "fetch_wal_read_from_repository" if "/wal/" in key
                       else "fetch_and_unpack_read_from_repository")
     phases.expect("fetch_and_unpack_read_from_repository", "fetch_wal_read_from_repository")
-    phases.wrap(restore_engine, "_unpack_object", "fetch_and_unpack_base_backup")
-    phases.wrap(restore_engine, "fetch_wal", "fetch_wal_in_background")
+    phases.wrap(restore_fetch, "unpack_object", "fetch_and_unpack_base_backup")
+    phases.wrap(restore_run, "fetch_wal", "fetch_wal_in_background")
     phases.wrap(repo, "get_bytes", "repository_get_bytes")
     phases.wrap(pgtools, "give_to_server_user", "chown_to_server_user")
     phases.wrap(LocalCluster, "start", "pg_ctl_start_until_accepting_connections")
-    phases.wrap(restore_engine, "wait_for_target", "wait_until_promoted")
+    phases.wrap(restore_run, "wait_for_target", "wait_until_promoted")
     lines: list[tuple[float, str]] = []
 
     def log(message: str) -> None:

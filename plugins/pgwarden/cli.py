@@ -174,7 +174,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
         raise SystemExit(str(exc)) from exc
     repo = open_repository(repo_config)
     if args.dry_run:
-        print(json.dumps(plan_restore(repo, args.database, target, backup_id=args.backup).summary(), indent=2))
+        print(json.dumps(plan_restore(repo, args.database, target, backup_id=args.backup).to_json_dict(), indent=2))
         return 0
     result = restore(repo, args.database, Path(args.to), target, backup_id=args.backup, port=args.port,
                      start=args.start, action="pause" if args.pause else "promote", log=_progress)

@@ -52,7 +52,7 @@ def test_approval_shows_the_plan_as_a_readable_list(planned) -> None:
     plan, dag = planned
     approve = dag.get_task("approve")
     params = {**dag.params.validate(), "destination": "/srv/restore/db"}
-    text = plan_markdown(plan.summary())
+    text = plan_markdown(plan.to_json_dict())
     body = render(dag, approve.body, params, text)
 
     assert text in body and "/srv/restore/db" in body and "port any free" in body
@@ -90,4 +90,4 @@ def test_plan_task_with_the_form_defaults_pushes_what_the_approval_shows(planned
     with create_session() as session:
         [row] = session.scalars(XComModel.get_many(run_id=run.run_id, dag_ids=dag.dag_id, task_ids="plan",
                                                    key=PLAN_MARKDOWN_KEY)).all()
-        assert XComModel.deserialize_value(row) == plan_markdown(plan.summary())
+        assert XComModel.deserialize_value(row) == plan_markdown(plan.to_json_dict())

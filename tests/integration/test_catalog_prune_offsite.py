@@ -16,13 +16,14 @@ from pathlib import Path
 import pytest
 
 from pgwarden.cli import main
+from pgwarden.core.catalog import WalPosition, WalRange
 from pgwarden.core.config import RepositoryConfig
 from pgwarden.core.layout import backup_id_for, backup_prefix, manifest_key, restore_point_key, wal_key
 from pgwarden.core.lsn import Lsn
 from pgwarden.core.manifest import BackupManifest, StoredFile, Verification
 from pgwarden.core.retention import DAILY, MONTHLY, NEWEST, PENDING, WINDOW_START, YEARLY, RetentionPolicy
 from pgwarden.core.walnames import segment_name, segments_between
-from pgwarden.engine.catalog import WalPosition, WalRange, read_catalog
+from pgwarden.engine.catalog import read_catalog
 from pgwarden.engine.offsite import copy_offsite
 from pgwarden.engine.prune import prune
 from pgwarden.engine.repository import ChecksumMismatch, Repository, open_repository

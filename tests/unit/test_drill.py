@@ -45,9 +45,10 @@ def test_one_failed_check_fails_the_drill_and_the_summary_says_which() -> None:
     drill.add("row_counts", False, "public.items: 10 restored, 12 at the restore point")
     assert not drill.passed
     assert drill.failures() == ["row_counts: public.items: 10 restored, 12 at the restore point"]
-    summary = drill.summary()
+    summary = drill.to_json_dict()
     assert summary["passed"] is False and summary["checks"] == {"pg_verifybackup": True, "row_counts": False}
     assert summary["backup_id"] == "20261124T000000Z"
+    assert drill.summary().startswith(f"drill {drill.drill_id} FAILED: row_counts: public.items: 10 restored")
 
 
 def test_evidence_round_trips_through_its_json_file_format() -> None:

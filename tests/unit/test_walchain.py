@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pgwarden.core.lsn import Lsn
-from pgwarden.core.recovery import RestorePoint
+from pgwarden.core.restore_point import RestorePoint
 from pgwarden.core.walchain import MAX_LISTED, TimelineNotReachable, check_chain, missing_segments
 from pgwarden.core.walnames import (
     HistoryEntry,

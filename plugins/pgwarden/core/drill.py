@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -67,7 +67,7 @@ class DrillEvidence(BaseModel):
         failed = [f"{c.name}: {c.detail}" for c in self.checks if not c.ok]
         return ([f"error: {self.error}"] if self.error else []) + failed
 
-    def headline(self) -> str:
+    def summary(self) -> str:
         """The drill's one log line: verdict, what failed with its values, measured RTO/RPO against targets."""
         measured = (f"RTO {_measured(self.rto_seconds, self.rto_target_seconds)}, "
                     f"RPO {_measured(self.rpo_seconds, self.rpo_target_seconds)}")
@@ -76,7 +76,8 @@ class DrillEvidence(BaseModel):
         failed = [failure.splitlines()[0] for failure in self.failures()]  # an error may carry a log tail
         return f"drill {self.drill_id} FAILED: {'; '.join(failed) or 'no check ran'}; {measured}"
 
-    def summary(self) -> dict[str, object]:
+    def to_json_dict(self) -> dict[str, Any]:
+        """What the task returns; the full evidence is the JSON file in the repository."""
         return {
             "drill_id": self.drill_id, "kind": self.kind, "passed": self.passed, "backup_id": self.backup_id,
             "rto_seconds": self.rto_seconds, "rpo_seconds": self.rpo_seconds, "reached_lsn": self.reached_lsn,

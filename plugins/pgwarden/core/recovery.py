@@ -13,15 +13,6 @@ Action = Literal["promote", "pause", "shutdown"]
 
 
 @dataclass(frozen=True)
-class RestorePoint:
-    """A named restore point pgwarden created; ``lsn`` is the end of its WAL record."""
-
-    name: str
-    lsn: Lsn
-    created_at: datetime
-
-
-@dataclass(frozen=True)
 class RecoveryTarget:
     """Where recovery stops. ``latest`` replays every WAL segment in the repository."""
 

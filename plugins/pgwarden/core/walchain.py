@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pgwarden.core.lsn import Lsn
-from pgwarden.core.recovery import RestorePoint
+from pgwarden.core.restore_point import RestorePoint
 from pgwarden.core.walnames import (
     DEFAULT_SEGMENT_SIZE,
     HistoryEntry,
@@ -110,6 +110,9 @@ class ChainReport:
     reachable_point: RestorePoint | None = None
     """the newest restore point before ``replayable_to`` (from the backup's consistency point on)"""
 
+    def summary(self) -> str:
+        return self.message
+
     def to_json_dict(self) -> dict[str, Any]:
         point = self.reachable_point
         return {
@@ -122,8 +125,7 @@ class ChainReport:
             "missing": list(self.missing),
             "missing_count": self.missing_count,
             "replayable_to": str(self.replayable_to),
-            "reachable_point": {"name": point.name, "lsn": str(point.lsn), "created_at": point.created_at.isoformat()}
-            if point else None,
+            "reachable_point": point.to_json_dict() if point else None,
             "message": self.message,
         }
 

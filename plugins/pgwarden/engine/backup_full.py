@@ -20,6 +20,7 @@ from pgwarden.core.config import BackupConfig, RepositoryConfig
 from pgwarden.core.identifiers import QualifiedName
 from pgwarden.core.lsn import Lsn
 from pgwarden.core.manifest import BackupManifest, RowCounts, StoredFile
+from pgwarden.core.restore_point import RestorePoint
 from pgwarden.engine import compress, pgtools
 from pgwarden.engine.errors import PermanentError, TransientError
 from pgwarden.engine.postgres import PgTarget, connect, count_rows, wal_segment_size
@@ -111,8 +112,8 @@ def snapshot_row_counts(target: PgTarget, tables: list[QualifiedName], restore_p
         for table in tables:
             counts[str(table)] = count_rows(conn, table)
         conn.rollback()
-    repo.put_bytes(layout.restore_point_key(database, restore_point),
-                   f'{{"name": "{restore_point}", "lsn": "{lsn}", "created_at": "{taken_at.isoformat()}"}}'.encode())
+    record = RestorePoint(restore_point, Lsn.parse(str(lsn)), taken_at)
+    repo.put_bytes(layout.restore_point_key(database, restore_point), record.to_json())
     return RowCounts(restore_point=restore_point, lsn=str(lsn), taken_at=taken_at, counts=counts)
 
 

@@ -1,6 +1,7 @@
 """What a database's repository holds, read from the repository alone (no Airflow, no server).
 
-``read_catalog(repo, database)`` lists, for one database:
+``read_catalog(repo, database)`` reads the repository into the model of ``core.catalog``; for one
+database it lists:
 
 backups
     every ``<db>/base/<id>/pgwarden.json`` that reads and parses, as a :class:`BackupEntry`. It is
@@ -28,16 +29,21 @@ GFS classes
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
-from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any, NamedTuple
 
 from pydantic import ValidationError
 
+from pgwarden.core.catalog import (
+    BackupEntry,
+    Catalog,
+    Orphan,
+    UnreadableBackup,
+    WalObject,
+    segment_size_of,
+    wal_coverage,
+    wal_end,
+)
 from pgwarden.core.layout import (
     MANIFEST_NAME,
     backup_id_of,
@@ -50,17 +56,9 @@ from pgwarden.core.layout import (
 )
 from pgwarden.core.lsn import Lsn
 from pgwarden.core.manifest import BackupManifest
-from pgwarden.core.recovery import RestorePoint
-from pgwarden.core.retention import (
-    PITR_REASONS,
-    BackupRef,
-    RetentionPlan,
-    RetentionPolicy,
-    plan_retention,
-)
-from pgwarden.core.walchain import ChainReport, check_chain
+from pgwarden.core.restore_point import RestorePoint
+from pgwarden.core.retention import RetentionPolicy, plan_retention
 from pgwarden.core.walnames import (
-    DEFAULT_SEGMENT_SIZE,
     HistoryEntry,
     check_segment_size,
     history_timeline,
@@ -77,201 +75,6 @@ from pgwarden.engine.repository.contract import ObjectInfo, ObjectMissing, Repos
 HEAD_CONCURRENCY = 8
 
 
-@dataclass(frozen=True)
-class BackupEntry:
-    """One backup with a readable ``pgwarden.json``; ``objects`` is everything in its folder."""
-
-    manifest: BackupManifest
-    valid: bool
-    problems: list[str]
-    objects: tuple[ObjectInfo, ...] = ()
-
-    @property
-    def id(self) -> str:
-        return self.manifest.backup_id
-
-    @property
-    def started_at(self) -> datetime:
-        return self.manifest.started_at
-
-    @property
-    def start_lsn(self) -> Lsn:
-        return Lsn.parse(self.manifest.start_lsn)
-
-    @property
-    def stop_lsn(self) -> Lsn:
-        return Lsn.parse(self.manifest.stop_lsn)
-
-    @property
-    def stored_bytes(self) -> int:
-        """Bytes in the repository: every object of the folder (the manifest's own ``stored_bytes`` is what it wrote)."""
-        return sum(o.size for o in self.objects)
-
-    def ref(self) -> BackupRef:
-        return BackupRef(self.id, self.started_at, self.start_lsn, self.stop_lsn, self.manifest.timeline, self.valid)
-
-
-@dataclass(frozen=True)
-class Orphan:
-    """A backup folder without ``pgwarden.json``."""
-
-    backup_id: str
-    newest_modified: datetime | None
-    total_bytes: int
-    keys: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class UnreadableBackup:
-    """A backup folder whose ``pgwarden.json`` cannot be read; left for a person to look at."""
-
-    backup_id: str
-    problem: str
-    keys: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class WalObject:
-    name: str
-    """PostgreSQL's file name: a segment, ``.partial``, ``.backup`` or ``.history`` file"""
-    key: str
-    size: int
-    modified: datetime | None
-
-
-class WalRange(NamedTuple):
-    """Consecutive segments of one timeline holding the WAL ``[start_lsn, end_lsn)``."""
-
-    timeline: int
-    start_lsn: Lsn
-    end_lsn: Lsn
-    segments: int
-
-
-class WalPosition(NamedTuple):
-    timeline: int
-    lsn: Lsn
-
-
-@dataclass(frozen=True)
-class Catalog:
-    database: str
-    url: str
-    policy: RetentionPolicy
-    backups: tuple[BackupEntry, ...]
-    """oldest first (by ``started_at``, then id)"""
-    orphans: tuple[Orphan, ...]
-    unreadable: tuple[UnreadableBackup, ...]
-    wal: tuple[WalObject, ...]
-    """every object under ``<db>/wal/``, by name"""
-    segment_size: int
-    history: dict[int, list[HistoryEntry]]
-    """timeline -> its parsed ``.history`` file (timelines whose file was readable)"""
-    coverage: tuple[WalRange, ...]
-    wal_end: WalPosition | None
-    """the end of the newest segment on the newest timeline that has segments"""
-    plan: RetentionPlan
-    problems: tuple[str, ...] = field(default=())
-    """things in the repository that are not as the layout says (never fatal for a listing)"""
-    restore_points: tuple[RestorePoint, ...] = field(default=())
-    """oldest first (by LSN)"""
-
-    @property
-    def gfs_classes(self) -> dict[str, frozenset[str]]:
-        """backup id -> why retention keeps it (``daily``, ``monthly``, ...); empty when it would go."""
-        return {b.id: self.plan.classes(b.id) for b in self.backups}
-
-    @property
-    def valid_backups(self) -> list[BackupEntry]:
-        return [b for b in self.backups if b.valid]
-
-    @property
-    def newest_valid(self) -> BackupEntry | None:
-        valid = self.valid_backups
-        return valid[-1] if valid else None
-
-    def backup(self, backup_id: str) -> BackupEntry:
-        for entry in self.backups:
-            if entry.id == backup_id:
-                return entry
-        raise KeyError(f"{self.database} has no backup {backup_id!r} in {self.url}")
-
-    @property
-    def wal_names(self) -> set[str]:
-        return {w.name for w in self.wal}
-
-    def check_chain(self, start: BackupEntry | None = None, end: WalPosition | None = None) -> ChainReport | None:
-        """Is the WAL there to replay from ``start`` (default: the oldest backup kept for point-in-time
-        recovery) to ``end`` (default: ``wal_end``)? ``None`` when there is no valid backup. On a gap
-        the report says how far ``start`` replays and the newest restore point before the gap."""
-        if start is None:
-            pitr = [b for b in self.valid_backups if self.plan.classes(b.id) & PITR_REASONS]
-            if not pitr:
-                return None
-            start = pitr[0]
-        if end is None:
-            end = self.wal_end or WalPosition(start.manifest.timeline, start.start_lsn)
-        end_lsn = max(end.lsn, start.start_lsn)
-        return check_chain(
-            self.wal_names, start.manifest.timeline, start.start_lsn, end.timeline, end_lsn,
-            self.history.get(end.timeline, []), self.segment_size, database=self.database,
-            points=self.restore_points, consistent_at=start.stop_lsn,
-        )
-
-    def to_json_dict(self) -> dict[str, Any]:
-        """Ids, times, sizes and LSNs only: safe for logs, XCom and the CLI's ``--json``."""
-        classes = self.gfs_classes
-        chain = self.check_chain()
-        return {
-            "database": self.database,
-            "repository": self.url,
-            "retention": {"daily": self.policy.daily, "monthly": self.policy.monthly, "yearly": self.policy.yearly},
-            "backups": [
-                {
-                    "id": b.id,
-                    "kind": b.manifest.kind,
-                    "gfs": sorted(classes[b.id]),
-                    "started_at": b.started_at.isoformat(),
-                    "finished_at": b.manifest.finished_at.isoformat(),
-                    "stored_bytes": b.stored_bytes,
-                    "database_size_bytes": b.manifest.database_size_bytes,
-                    "start_lsn": b.manifest.start_lsn,
-                    "stop_lsn": b.manifest.stop_lsn,
-                    "timeline": b.manifest.timeline,
-                    "server_version": b.manifest.server_version,
-                    "valid": b.valid,
-                    "problems": list(b.problems),
-                }
-                for b in self.backups
-            ],
-            "unreadable": [{"id": u.backup_id, "problem": u.problem, "objects": len(u.keys)} for u in self.unreadable],
-            "orphans": [
-                {
-                    "id": o.backup_id,
-                    "objects": len(o.keys),
-                    "total_bytes": o.total_bytes,
-                    "newest_modified": o.newest_modified.isoformat() if o.newest_modified else None,
-                }
-                for o in self.orphans
-            ],
-            "wal": {
-                "segment_size": self.segment_size,
-                "objects": len(self.wal),
-                "bytes": sum(w.size for w in self.wal),
-                "history_files": sorted(w.name for w in self.wal if is_history_name(w.name)),
-                "coverage": [
-                    {"timeline": r.timeline, "start_lsn": str(r.start_lsn), "end_lsn": str(r.end_lsn),
-                     "segments": r.segments}
-                    for r in self.coverage
-                ],
-                "end": {"timeline": self.wal_end.timeline, "lsn": str(self.wal_end.lsn)} if self.wal_end else None,
-                "chain": chain.to_json_dict() if chain else None,
-            },
-            "retention_plan": self.plan.to_json_dict(),
-            "problems": list(self.problems),
-        }
-
-
 def head_many(repo: Repository, keys: list[str]) -> dict[str, ObjectInfo | None]:
     """``head()`` of many keys, a few at a time: one round trip each on S3, so overlap them."""
     if len(keys) <= 1:
@@ -286,12 +89,10 @@ def read_restore_points(repo: Repository, database: str) -> tuple[list[RestorePo
 
     def read(key: str) -> RestorePoint | str | None:
         try:
-            record = json.loads(repo.get_bytes(key))
-            return RestorePoint(record["name"], Lsn.parse(record["lsn"]),
-                                datetime.fromisoformat(record["created_at"]))
+            return RestorePoint.from_json(repo.get_bytes(key))
         except ObjectMissing:
             return None  # deleted since the listing (a prune running beside us)
-        except (PermanentError, ValueError, KeyError, TypeError) as exc:
+        except (PermanentError, ValueError) as exc:
             return f"restore point record {key} cannot be read: {exc}"
 
     if len(keys) <= 1:
@@ -350,27 +151,6 @@ def _file_problems(manifest: BackupManifest, database: str, backup_id: str,
     return problems
 
 
-def _segment_size(manifests: Iterable[tuple[BackupManifest, bool]]) -> int:
-    ordered = sorted(manifests, key=lambda mv: (mv[1], mv[0].started_at, mv[0].backup_id))
-    return ordered[-1][0].wal_segment_size if ordered else DEFAULT_SEGMENT_SIZE
-
-
-def _coverage(segments: dict[int, list[int]], seg_size: int) -> list[WalRange]:
-    ranges: list[WalRange] = []
-    for tli in sorted(segments):
-        numbers = sorted(set(segments[tli]))
-        run_start = previous = numbers[0]
-        for number in [*numbers[1:], None]:
-            if number is not None and number == previous + 1:
-                previous = number
-                continue
-            ranges.append(WalRange(tli, Lsn(run_start * seg_size), Lsn((previous + 1) * seg_size),
-                                   previous - run_start + 1))
-            if number is not None:
-                run_start = previous = number
-    return ranges
-
-
 def read_catalog(repo: Repository, database: str, policy: RetentionPolicy | None = None) -> Catalog:
     """Everything ``database`` has in ``repo``; see the module docstring. Reads only."""
     policy = policy or RetentionPolicy()
@@ -412,7 +192,7 @@ def read_catalog(repo: Repository, database: str, policy: RetentionPolicy | None
         backups.append(BackupEntry(manifest, not found, found, tuple(folders[backup_id])))
     backups.sort(key=lambda b: (b.started_at, b.id))
 
-    seg_size = _segment_size((b.manifest, b.valid) for b in backups)
+    seg_size = segment_size_of((b.manifest, b.valid) for b in backups)
     wal: list[WalObject] = []
     segments: dict[int, list[int]] = defaultdict(list)
     history: dict[int, list[HistoryEntry]] = {}
@@ -434,11 +214,6 @@ def read_catalog(repo: Repository, database: str, policy: RetentionPolicy | None
         elif not (is_partial(name) or is_backup_history_name(name)):
             problems.append(f"{info.key} is not a WAL, .partial, .backup or .history file; pgwarden leaves it alone")
     wal.sort(key=lambda w: (w.name, w.key))
-    coverage = _coverage(segments, seg_size) if segments else []
-    wal_end = None
-    if segments:
-        tli = max(segments)
-        wal_end = WalPosition(tli, Lsn((max(segments[tli]) + 1) * seg_size))
 
     points, point_problems = read_restore_points(repo, database)
     problems += point_problems
@@ -446,6 +221,6 @@ def read_catalog(repo: Repository, database: str, policy: RetentionPolicy | None
     return Catalog(
         database=database, url=repo.url, policy=policy, backups=tuple(backups), orphans=tuple(orphans),
         unreadable=tuple(unreadable), wal=tuple(wal), segment_size=seg_size, history=history,
-        coverage=tuple(coverage), wal_end=wal_end, plan=plan, problems=tuple(problems),
+        coverage=tuple(wal_coverage(segments, seg_size)), wal_end=wal_end(segments, seg_size), plan=plan, problems=tuple(problems),
         restore_points=tuple(points),
     )

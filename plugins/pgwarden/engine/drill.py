@@ -20,24 +20,21 @@ from pathlib import Path
 
 import pgwarden
 from pgwarden.core import layout
+from pgwarden.core.catalog import BackupEntry, Catalog
 from pgwarden.core.config import DatabaseConfig
 from pgwarden.core.drill import DrillEvidence
 from pgwarden.core.identifiers import QualifiedName
-from pgwarden.core.recovery import RecoveryTarget, recovery_settings, render_auto_conf
+from pgwarden.core.recovery import RecoveryTarget
+from pgwarden.core.walchain import newest_point_before
 from pgwarden.engine import pgtools
-from pgwarden.engine.catalog import BackupEntry, Catalog, read_catalog
+from pgwarden.engine.catalog import read_catalog
 from pgwarden.engine.cluster import LocalCluster, free_port
 from pgwarden.engine.errors import NoBackupYet, PermanentError, PgwardenError
 from pgwarden.engine.postgres import connect, count_rows, table_identifier
-from pgwarden.engine.restore import (
-    RestorePoint,
-    list_restore_points,
-    recovery_tuning,
-    remove_restore,
-    restore,
-    restored_server,
-    wait_for_target,
-)
+from pgwarden.engine.restore.cleanup import remove_restore
+from pgwarden.engine.restore.recovery import recovery_tuning, write_recovery
+from pgwarden.engine.restore.run import restore
+from pgwarden.engine.restore.server import reached, restored_server, wait_for_target
 
 Log = Callable[[str], None]
 
@@ -67,15 +64,6 @@ def pick_old_backup(catalog: Catalog) -> BackupEntry | None:
         if catalog.plan.classes(entry.id) & {"monthly", "yearly"} and entry is not catalog.newest_valid:
             return entry
     return None
-
-
-def _append_recovery(datadir: Path, settings: dict[str, str]) -> None:
-    with open(datadir / "postgresql.auto.conf", "a") as conf:
-        conf.write(render_auto_conf(settings))
-
-
-def _restore_command(datadir: Path) -> str:
-    return f"cp '{datadir.parent / (datadir.name + '.wal')}/%f' '%p'"
 
 
 def _counts(cluster: LocalCluster, dbname: str, tables: list[str]) -> dict[str, int]:
@@ -143,7 +131,6 @@ def run_drill(
     datadir = scratch / "data"
     try:
         catalog = read_catalog(repo, database)
-        points = list_restore_points(repo, database)
         if kind == "old" and backup_id is None:
             old = pick_old_backup(catalog)
             if old is None:
@@ -160,7 +147,7 @@ def run_drill(
             raise PermanentError(f"no valid backup of {database} to drill; run {database}.backup_full")
         evidence.backup_id, evidence.backup_started_at = backup.id, backup.started_at
 
-        final = _final_target(kind, backup, points, catalog)
+        final = _final_target(kind, backup, catalog)
         evidence.target = final.describe()
         result = restore(repo, database, datadir, final, backup_id=backup.id, start=False, log=log,
                          catalog=catalog)
@@ -187,8 +174,7 @@ def run_drill(
             evidence.add("row_counts", True, "not compared: no WAL collected past the backup's restore point yet "
                                              f"(run {database}.backup_incremental)")
         elif counts is not None and kind == "newest":
-            _append_recovery(datadir, recovery_settings(
-                RecoveryTarget("name", name=counts.restore_point), _restore_command(datadir), "pause"))
+            write_recovery(datadir, RecoveryTarget("name", name=counts.restore_point), "pause")
             cluster.start(timeout=24 * 3600)
             wait_for_target(cluster, "pause")
             got = _counts(cluster, dbname, list(counts.counts))
@@ -197,7 +183,7 @@ def run_drill(
                          f"{len(counts.counts)} table(s) match the backup's snapshot" if not diff else
                          "; ".join(f"{t}: expected {a}, restored {b}" for t, (a, b) in diff.items()))
             cluster.stop()
-        _append_recovery(datadir, recovery_settings(final, _restore_command(datadir), "promote"))
+        write_recovery(datadir, final, "promote")
         cluster.start(timeout=24 * 3600)
         wait_for_target(cluster, "promote")
         with connect(cluster.target(dbname)) as conn:
@@ -205,14 +191,12 @@ def run_drill(
         evidence.rto_seconds = round(time.monotonic() - clock, 3)
         # pg_verifybackup, the paused row-count stop and the replay to the final target.
         evidence.steps["verify_and_replay"] = round(evidence.rto_seconds - sum(evidence.steps.values()), 3)
-        with connect(cluster.target()) as conn:
-            lsn, ts, tli = conn.execute(
-                "SELECT pg_last_wal_replay_lsn()::text, pg_last_xact_replay_timestamp(),"
-                " (SELECT timeline_id FROM pg_control_checkpoint())").fetchone()
-        evidence.reached_lsn, evidence.reached_time, evidence.timeline = lsn, ts, tli
-        reached_point = next((p for p in points if final.kind == "name" and p.name == final.name), None)
+        where = reached(cluster)
+        evidence.reached_lsn, evidence.reached_time, evidence.timeline = where.lsn, where.time, where.timeline
+        reached_point = next((p for p in catalog.restore_points if final.kind == "name" and p.name == final.name),
+                             None)
         if kind == "newest":
-            point_time = reached_point.created_at if reached_point else (ts or backup.manifest.finished_at)
+            point_time = reached_point.created_at if reached_point else (where.time or backup.manifest.finished_at)
             evidence.rpo_seconds = round(max(0.0, (started_at - point_time).total_seconds()), 3)
 
         _amcheck(cluster, dbname, verify.amcheck_tables if verify.amcheck_tables is not None
@@ -228,20 +212,19 @@ def run_drill(
     return _finish(repo, evidence, log)
 
 
-def _final_target(kind: str, backup: BackupEntry, points: list[RestorePoint], catalog: Catalog) -> RecoveryTarget:
+def _final_target(kind: str, backup: BackupEntry, catalog: Catalog) -> RecoveryTarget:
     """The newest restore point the repository's WAL reaches; the backup's own end if none does."""
-    if kind == "old":
+    if kind == "old" or catalog.wal_end is None:
         return RecoveryTarget("immediate")
-    end = catalog.wal_end.lsn if catalog.wal_end else None
-    reachable = [p for p in points if p.lsn >= backup.stop_lsn and end is not None and p.lsn < end]
-    return RecoveryTarget("name", name=reachable[-1].name) if reachable else RecoveryTarget("immediate")
+    point = newest_point_before(catalog.restore_points, backup.stop_lsn, catalog.wal_end.lsn)
+    return RecoveryTarget("name", name=point.name) if point else RecoveryTarget("immediate")
 
 
 def _finish(repo, evidence: DrillEvidence, log: Log) -> DrillEvidence:
     evidence.finished_at = datetime.now(timezone.utc)
     key = layout.drill_key(evidence.database, evidence.drill_id)
     repo.put_bytes(key, evidence.model_dump_json(indent=2).encode())
-    log(evidence.headline())
+    log(evidence.summary())
     if evidence.reached_lsn is not None:
         log(f"drill {evidence.drill_id} reached LSN {evidence.reached_lsn} (last replayed transaction "
             f"{evidence.reached_time.isoformat() if evidence.reached_time else 'none'}, timeline {evidence.timeline})")

@@ -37,6 +37,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from pgwarden.core.catalog import BackupEntry, deletable_wal, unreachable_restore_points
 from pgwarden.core.layout import (
     MANIFEST_NAME,
     backup_prefix,
@@ -46,15 +47,9 @@ from pgwarden.core.layout import (
 )
 from pgwarden.core.retention import RetentionPolicy
 from pgwarden.core.units import format_size
-from pgwarden.engine.catalog import BackupEntry, head_many, read_catalog
+from pgwarden.engine.catalog import head_many, read_catalog
 from pgwarden.engine.errors import PermanentError, PgwardenError
-from pgwarden.engine.prune import (
-    DEFAULT_ORPHAN_AGE,
-    PruneResult,
-    deletable_wal,
-    prune,
-    unreachable_restore_points,
-)
+from pgwarden.engine.prune import DEFAULT_ORPHAN_AGE, PruneResult, prune
 from pgwarden.engine.repository.contract import ObjectInfo, Repository
 
 logger = logging.getLogger(__name__)

@@ -2,8 +2,8 @@
 
 ``prune(repo, database, policy)`` reads the catalog (``engine.catalog``) and deletes, in this order:
 
-0. restore point records the plan makes unreachable (``RetentionPlan.restorable``): their WAL or
-   the backups they restore from are about to go. First, so a prune killed half way never leaves
+0. restore point records the plan makes unreachable (``core.catalog.unreachable_restore_points``):
+   their WAL or the backups they restore from are about to go. First, so a prune killed half way never leaves
    a listed restore point that cannot be restored; skipped whenever WAL is kept (step 3);
 1. backups the plan deletes: those outside the GFS set, and invalid ones older than the newest valid
    backup. Their ``pgwarden.json`` goes FIRST, then the rest of the folder, so a prune killed half way
@@ -11,7 +11,7 @@
 2. orphans (folders without ``pgwarden.json``) whose newest object is older than ``orphan_age``; a
    younger one may be a backup still being written and is left alone;
 3. WAL no kept backup and no point-in-time recovery inside the daily window needs
-   (``RetentionPlan.segment_needed``). Never a ``.history`` file, never a file the layout does not
+   (``core.catalog.deletable_wal``). Never a ``.history`` file, never a file the layout does not
    name, never a segment ending after the newest valid backup's start LSN or on a timeline newer than
    its timeline (a restore may just have started that timeline), and no WAL at all while a backup
    folder has an unreadable ``pgwarden.json`` (its WAL needs are unknown).
@@ -29,19 +29,11 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from pgwarden.core.catalog import deletable_wal, unreachable_restore_points
 from pgwarden.core.layout import manifest_key, restore_point_key
-from pgwarden.core.recovery import RestorePoint
 from pgwarden.core.retention import RetentionPolicy, describe_kept
 from pgwarden.core.units import format_size
-from pgwarden.core.walnames import (
-    is_backup_history_name,
-    is_history_name,
-    is_partial,
-    is_segment_name,
-    parse_segment_name,
-    segment_end,
-)
-from pgwarden.engine.catalog import Catalog, WalObject, read_catalog
+from pgwarden.engine.catalog import read_catalog
 from pgwarden.engine.repository.contract import Repository
 
 logger = logging.getLogger(__name__)
@@ -130,46 +122,6 @@ class PruneResult:
             "objects": self.objects,
             "bytes": self.bytes,
         }
-
-
-def _segment_of(name: str) -> str | None:
-    """The segment a WAL archive file belongs to, or ``None`` for history and unknown files."""
-    if is_segment_name(name):
-        return name
-    if is_partial(name):
-        return name.removesuffix(".partial")
-    if is_backup_history_name(name):
-        return name.split(".", 1)[0]
-    return None
-
-
-def deletable_wal(catalog: Catalog) -> list[WalObject]:
-    """The WAL objects retention may delete (module docstring, step 3); ``[]`` without a valid backup."""
-    newest = catalog.newest_valid
-    if newest is None or catalog.unreadable:
-        return []
-    seg_size = catalog.segment_size
-    doomed = []
-    for wal in catalog.wal:
-        segment = _segment_of(wal.name)
-        if segment is None or is_history_name(wal.name):
-            continue
-        try:
-            timeline, first = parse_segment_name(segment, seg_size)
-        except ValueError:
-            continue  # another segment size; the catalog reports it
-        if timeline > newest.manifest.timeline or segment_end(first, seg_size) > newest.start_lsn:
-            continue
-        if not catalog.plan.segment_needed(wal.name, seg_size):
-            doomed.append(wal)
-    return doomed
-
-
-def unreachable_restore_points(catalog: Catalog) -> list[RestorePoint]:
-    """Restore points retention makes unreachable (module docstring, step 0); ``[]`` whenever WAL is kept."""
-    if catalog.newest_valid is None or catalog.unreadable:
-        return []
-    return [p for p in catalog.restore_points if not catalog.plan.restorable(p.lsn, catalog.segment_size)]
 
 
 def prune(

@@ -14,18 +14,18 @@ then advance the guard.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from datetime import timezone
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
 from pgwarden.core import layout
 from pgwarden.core.lsn import Lsn
+from pgwarden.core.restore_point import RestorePoint
 from pgwarden.core.walnames import is_history_name, is_segment_name, segment_name
 from pgwarden.engine import compress, pgtools
 from pgwarden.engine.errors import NoBackupYet, PermanentError, TransientError
@@ -70,12 +70,17 @@ class WalCollection:
     slot_warning: str | None = None
     seconds: float = 0.0
 
-    def summary(self) -> dict[str, object]:
+    def to_json_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["segments_uploaded"] = len(self.segments_uploaded)
         data["first_segment"] = self.segments_uploaded[0] if self.segments_uploaded else None
         data["last_segment"] = self.segments_uploaded[-1] if self.segments_uploaded else None
         return data
+
+    def summary(self) -> str:
+        return (f"collected WAL {self.start_lsn} -> {self.end_lsn} on timeline {self.timeline}: "
+                f"{len(self.segments_uploaded)} segment(s) uploaded, {self.segments_skipped} already there, "
+                f"{self.bytes_uploaded} bytes stored; restore point {self.restore_point} at {self.restore_point_lsn}")
 
 
 _SLOT_SQL = """
@@ -169,8 +174,7 @@ def create_restore_point(target: PgTarget, repo, database: str, name: str) -> Ls
             created_at = conn.execute("SELECT now()").fetchone()[0]
             conn.execute("SELECT pg_logical_emit_message(true, 'pgwarden', %s)", (f"restore point {name}",))
         lsn = Lsn.parse(str(conn.execute("SELECT pg_create_restore_point(%s)", (name,)).fetchone()[0]))
-    record = {"name": name, "lsn": str(lsn), "created_at": created_at.astimezone(timezone.utc).isoformat()}
-    repo.put_bytes(layout.restore_point_key(database, name), json.dumps(record).encode())
+    repo.put_bytes(layout.restore_point_key(database, name), RestorePoint(name, lsn, created_at).to_json())
     return lsn
 
 
@@ -280,7 +284,5 @@ def collect_wal(
     # Everything before endpos is in the repository now: let the server recycle it.
     advance_slot(target, slot, endpos)
     result.seconds = round(time.monotonic() - started, 3)
-    log(f"collected WAL {result.start_lsn} -> {result.end_lsn} on timeline {timeline}: "
-        f"{len(result.segments_uploaded)} segment(s) uploaded, {result.segments_skipped} already there, "
-        f"{result.bytes_uploaded} bytes stored; restore point {restore_point} at {rp_lsn}")
+    log(result.summary())
     return result

@@ -62,4 +62,4 @@ class CollectWalOperator(PgwardenOperator):
                 warn_bytes=backup.slot_warn_size,
                 log=self.log.info,
             )
-        return result.summary()
+        return result.to_json_dict()

@@ -99,7 +99,7 @@ class RestoreDrillOperator(PgwardenOperator):
             lines = [f"{e.drill_id}: " + "; ".join(e.failures()) for e in failed]
             raise AirflowFailException("restore drill failed (evidence written to drills/ in the repository):\n"
                                        + "\n".join(lines))
-        return {"drills": [e.summary() for e in results]}
+        return {"drills": [e.to_json_dict() for e in results]}
 
 
     def on_kill(self) -> None:
@@ -128,7 +128,7 @@ class PlanRestoreOperator(PgwardenOperator):
 
         plan = plan_restore(self.repository(), self.database,
                             parse_target(self.target_kind, self.target_value), backup_id=self.backup_id or None)
-        summary = plan.summary()
+        summary = plan.to_json_dict()
         self.log.info("restore plan: %s", summary)
         # What the approval shows a person; the return value stays the machine-readable plan.
         context["ti"].xcom_push(key=PLAN_MARKDOWN_KEY, value=plan_markdown(summary))
@@ -139,7 +139,7 @@ PLAN_MARKDOWN_KEY = "plan_markdown"
 
 
 def plan_markdown(summary: dict[str, Any]) -> str:
-    """A restore plan (``RestorePlan.summary()``) as a short Markdown list for the approval page."""
+    """A restore plan (``RestorePlan.to_json_dict()``) as a short Markdown list for the approval page."""
     lines = [
         f"- **Target:** {summary['target']}"
         + (f" (LSN {summary['target_lsn']})" if summary.get("target_lsn") else ""),
