@@ -26,7 +26,7 @@ appdb:
     assert {"good.healthcheck", "good.backup_full", "good.backup_incremental", "good.verify_restore",
             "good.pitr_restore"} <= set(dags)
     stand_in = dags["appdb.config_error"]
-    assert stand_in.schedule == "30 3 * * *"  # the entry's own full-backup schedule
+    assert stand_in.schedule.expression == "30 3 * * *"  # the entry's own full-backup schedule
 
     states, run = run_dag("appdb.config_error")
     assert states == {"config_error": "failed"} and run.state == "failed"
@@ -47,4 +47,4 @@ appdb:
   {backup}
 """)
     stand_in = build_dags()["appdb.config_error"]
-    assert stand_in.schedule == "0 2 * * *"
+    assert stand_in.schedule.expression == "0 2 * * *"
