@@ -25,7 +25,10 @@ from tests.harness.tls import make_ca, make_server_cert
 from tests.harness.workload import add_items, create_items
 
 BUCKET = "pgwarden-tls"
+# Over TCP only SSL gets in. The Unix socket (no SSL there) stays open for the fixtures' own setup,
+# which reaches the server through LocalCluster.target(), a socket connection.
 SSL_ONLY_HBA = (
+    "local all all trust",
     "hostssl all all 127.0.0.1/32 trust",
     "hostssl replication all 127.0.0.1/32 trust",
 )

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from pgwarden.engine.cluster import LocalCluster
 from pgwarden.engine.postgres import PgTarget, connect
 
 
 def _target(server: LocalCluster | PgTarget, dbname: str) -> PgTarget:
     """A server the tests started, or a login to one (e.g. with a password)."""
-    return server.target(dbname) if isinstance(server, LocalCluster) else server.with_database(dbname)
+    return server.target(dbname) if isinstance(server, LocalCluster) else replace(server, dbname=dbname)
 
 
 def create_items(server: LocalCluster | PgTarget, rows: int, dbname: str = "postgres") -> None:
