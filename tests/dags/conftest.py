@@ -27,8 +27,14 @@ def pgwarden_config(tmp_path: Path, monkeypatch):
 
 def run_dag(dag_id: str):
     """dag.test() of a DAG built from the current config; returns {task_id: state} and the run."""
+    from airflow.logging_config import configure_logging
+
     from pgwarden.airflow.dag_factory import build_dags
 
+    # Airflow binds its log stream to the sys.stdout of the moment it was imported; when a test module
+    # imported it at collection, that is pytest's collection-time capture, and the task log would miss
+    # capfd. Binding it again here sends the task log to this test's stdout.
+    configure_logging()
     dag = build_dags()[dag_id]
     run = dag.test()
     return {ti.task_id: ti.state for ti in run.get_task_instances()}, run

@@ -98,3 +98,23 @@ def test_pitr_restore_triggers_with_its_defaults(dags) -> None:
     resolved = pitr.params.validate()
     assert resolved["target_kind"] == "latest"
     assert resolved["target_value"] is None and resolved["backup_id"] is None and resolved["port"] is None
+
+
+def test_pgwarden_operators_read_params_from_the_context_not_through_templates(dags) -> None:
+    """A param rendered into a template arrives as text ("None", "False", ''), so the operator would have
+    to guess the value back; the operators read ``context["params"]`` in ``execute()`` instead."""
+    from pgwarden.airflow.operators.base import PgwardenOperator
+
+    checked = 0
+    templated = []
+    for dag_id, dag in dags.items():
+        for task in dag.tasks:
+            if not isinstance(task, PgwardenOperator):
+                continue
+            checked += 1
+            for field in task.template_fields:
+                value = getattr(task, field)
+                if isinstance(value, str) and "params" in value:
+                    templated.append(f"{dag_id}.{task.task_id}.{field} = {value!r}")
+    assert checked >= 8, "no pgwarden operator found: nothing was checked"
+    assert not templated, "\n".join(templated)

@@ -1,4 +1,6 @@
-"""I/O without Airflow: PostgreSQL sessions and tools, the backup repository, restore.
+"""I/O without Airflow: PostgreSQL sessions, tools and scratch servers, the backup repository, full
+backups and WAL collection, the catalog read from a repository, retention and off-site copies, restore,
+drills and the healthcheck's facts.
 
-The CLI and the Airflow operators both call into this package.
+The CLI and the Airflow operators both call into this package; it never imports Airflow.
 """

@@ -1,8 +1,9 @@
 """Airflow connections -> engine settings, through the providers' own hooks.
 
 This package is the one seam between Airflow connections and everything else: operators call it
-inside tasks, and the CLI calls it (never the operators) to resolve the same connections from
-``AIRFLOW_CONN_<ID>`` variables or a secrets backend without a running scheduler.
+inside tasks, and the CLI calls it (only from ``pgwarden.cli.connections``, never the operators) to
+resolve the same connections from ``AIRFLOW_CONN_<ID>`` variables or a secrets backend without a
+running scheduler.
 
 - ``pg_target(conn_id)``: a Postgres connection as a ``PgTarget`` (every libpq extra, IAM tokens);
 - ``s3_settings(conn_id)``: an AWS connection as ``S3Settings`` (session, role, verify, botocore config);

@@ -1,14 +1,13 @@
-"""Operators of the backup pipelines: full base backups and continuous WAL collection."""
+"""The full base backup operator of ``<database>.backup_full``."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from typing import Any
 
 from pgwarden.airflow.operators.base import PgwardenOperator
 
 
-class BaseBackupOperator(PgwardenOperator):
+class FullBackupOperator(PgwardenOperator):
     """Take, verify and upload a full base backup; ``pgwarden.json`` is written last.
 
     Safe to clear and re-run: every run is a new backup id, and a killed run leaves only an
@@ -36,30 +35,3 @@ class BaseBackupOperator(PgwardenOperator):
             "verification": manifest.verification.method,
             "row_counts": manifest.row_counts.counts if manifest.row_counts else {},
         }
-
-
-class CollectWalOperator(PgwardenOperator):
-    """Collect WAL since the last run into the repository, with a named restore point per run.
-
-    Safe to kill at any moment: pgwarden's slot only moves after the upload, so the next try
-    re-streams whatever had not reached the repository.
-    """
-
-    def run(self, context: Any) -> dict[str, object]:
-        from pgwarden.engine import compress
-        from pgwarden.engine.wal import collect_wal
-        from pgwarden.engine.workdir import scratch
-
-        backup = self.db_config.backup
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-        with scratch(self.database, "wal") as workdir:
-            result = collect_wal(
-                self.pg_target(), self.repository(), self.database,
-                slot=backup.slot_for(self.database),
-                workdir=workdir,
-                compression=compress.resolve(backup.compression),
-                restore_point=f"pgwarden_{self.database}_{stamp}",
-                warn_bytes=backup.slot_warn_size,
-                log=self.log.info,
-            )
-        return result.to_json_dict()

@@ -48,7 +48,7 @@ class RemoveScratchOperator(PgwardenOperator):
 
         from pgwarden.engine.restore import remove_restore
 
-        if not self.scratch or self.scratch == "None":
+        if not self.scratch:  # the setup task failed before making one
             return
         path = Path(self.scratch)
         remove_restore(path / "data")
@@ -62,29 +62,28 @@ class RestoreDrillOperator(PgwardenOperator):
     Also restores the oldest monthly/yearly backup every ``verify.old_backup_every`` months (or when
     the ``old_backup`` param is set). Writes evidence to the repository and fails when a check fails
     or RTO/RPO miss their targets.
+
+    Reads the DAG run's params ``backup_id`` (null: the newest valid backup) and ``old_backup``.
     """
 
-    template_fields = (*PgwardenOperator.template_fields, "scratch", "backup_id", "old_backup")
+    template_fields = (*PgwardenOperator.template_fields, "scratch")
 
-    def __init__(self, *, scratch: str, backup_id: str | None = None, old_backup: Any = False,
-                 **kwargs: Any) -> None:
+    def __init__(self, *, scratch: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.scratch = scratch
-        self.backup_id = backup_id
-        self.old_backup = old_backup
 
     def run(self, context: Any) -> dict[str, object]:
         from airflow.sdk.exceptions import AirflowFailException
 
         from pgwarden.engine.drill import run_drill
 
+        params = context["params"]
         repo = self.repository()
         dbname = self.pg_target().dbname
         smoke = VERIFY_SQL_ROOT / self.database
         every = self.db_config.verify.old_backup_every
-        want_old = str(self.old_backup).lower() in ("true", "1") or (
-            every > 0 and datetime.now(timezone.utc).month % every == 0)
-        drills = [("newest", self.backup_id or None)] + ([("old", None)] if want_old else [])
+        want_old = bool(params["old_backup"]) or (every > 0 and datetime.now(timezone.utc).month % every == 0)
+        drills = [("newest", params["backup_id"] or None)] + ([("old", None)] if want_old else [])
         results = []
         for kind, backup_id in drills:
             scratch = Path(self.scratch) / kind
@@ -112,22 +111,17 @@ class RestoreDrillOperator(PgwardenOperator):
 
 
 class PlanRestoreOperator(PgwardenOperator):
-    """Decide what a PITR restore will do and check it can reach the target, before anyone approves."""
+    """Decide what a PITR restore will do and check it can reach the target, before anyone approves.
 
-    template_fields = (*PgwardenOperator.template_fields, "target_kind", "target_value", "backup_id")
-
-    def __init__(self, *, target_kind: str, target_value: str | None, backup_id: str | None = None,
-                 **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.target_kind = target_kind
-        self.target_value = target_value
-        self.backup_id = backup_id
+    Reads the DAG run's params ``target_kind``, ``target_value`` and ``backup_id`` (null: the best
+    backup for the target), as the run's conf gave them: the same values the restore task reads later.
+    """
 
     def run(self, context: Any) -> dict[str, object]:
         from pgwarden.engine.restore import plan_restore
 
-        plan = plan_restore(self.repository(), self.database,
-                            parse_target(self.target_kind, self.target_value), backup_id=self.backup_id or None)
+        target, backup_id = requested_target(context["params"])
+        plan = plan_restore(self.repository(), self.database, target, backup_id=backup_id)
         summary = plan.to_json_dict()
         self.log.info("restore plan: %s", summary)
         # What the approval shows a person; the return value stays the machine-readable plan.
@@ -161,33 +155,32 @@ def _when(iso: str) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-class PitrRestoreOperator(PlanRestoreOperator):
-    """Restore to the approved target into ``destination`` and leave it running (or paused)."""
+class PitrRestoreOperator(PgwardenOperator):
+    """Restore to the approved target into ``destination`` and leave it running (or paused).
 
-    template_fields = (*PlanRestoreOperator.template_fields, "destination", "port", "action")
-
-    def __init__(self, *, destination: str, port: Any = None, action: str = "promote", **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.destination = destination
-        self.port = port
-        self.action = action
+    Reads the same target params as the plan task, and ``destination``, ``port`` (null: any free
+    port) and ``action`` (``promote`` or ``pause``), from the DAG run's params.
+    """
 
     def run(self, context: Any) -> dict[str, object]:
         from pgwarden.engine.restore import next_steps, restore
 
-        port = int(self.port) if self.port not in (None, "", "None") else None
-        result = restore(self.repository(), self.database, Path(self.destination),
-                         parse_target(self.target_kind, self.target_value), backup_id=self.backup_id or None,
-                         port=port, start=True, action=self.action, log=self.log.info)  # type: ignore[arg-type]
-        self.log.info("%s", next_steps(result, self.action))  # type: ignore[arg-type]
+        params = context["params"]
+        target, backup_id = requested_target(params)
+        action = params["action"]
+        result = restore(self.repository(), self.database, Path(params["destination"]), target,
+                         backup_id=backup_id, port=params["port"], start=True, action=action, log=self.log.info)
+        self.log.info("%s", next_steps(result, action))
         return result.to_json_dict()
 
 
-def parse_target(kind: str, value: str | None):
-    from pgwarden.core.recovery import parse_target as parse
+def requested_target(params: Any):
+    """The recovery target and forced backup id a ``pitr_restore`` run asks for, from its params."""
+    from pgwarden.core.recovery import parse_target
     from pgwarden.engine.errors import PermanentError
 
     try:
-        return parse(kind, value)
+        target = parse_target(params["target_kind"], params["target_value"])
     except ValueError as exc:
         raise PermanentError(str(exc)) from exc
+    return target, params["backup_id"] or None

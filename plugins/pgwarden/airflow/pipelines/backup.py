@@ -6,8 +6,10 @@ from datetime import timedelta
 
 from airflow.sdk import DAG, Asset
 
-from pgwarden.airflow.operators.backup import BaseBackupOperator, CollectWalOperator
-from pgwarden.airflow.operators.retention import CheckWalChainOperator, OffsiteCopyOperator, RetentionOperator
+from pgwarden.airflow.operators.backup import FullBackupOperator
+from pgwarden.airflow.operators.offsite import OffsiteCopyOperator
+from pgwarden.airflow.operators.retention import RetentionOperator
+from pgwarden.airflow.operators.wal import CheckWalChainOperator, CollectWalOperator
 from pgwarden.airflow.pipelines.common import pgwarden_dag
 from pgwarden.core.config import DatabaseConfig, Defaults
 
@@ -90,7 +92,7 @@ def build(database: str, db_config: DatabaseConfig, defaults: Defaults) -> list[
         description=f"Nightly full base backup of {database} into {db_config.repository.url}",
         dagrun_timeout=timedelta(hours=12),
     ) as full:
-        base = BaseBackupOperator(
+        base = FullBackupOperator(
             task_id="base_backup", database=database, db_config=db_config,
             outlets=[backups_asset(database)], execution_timeout=timedelta(hours=8),
         )

@@ -95,8 +95,7 @@ def build(database: str, db_config: DatabaseConfig, defaults: Defaults) -> list[
             prepare = PrepareScratchOperator(task_id="prepare_scratch", database=database, db_config=db_config)
             drill = RestoreDrillOperator(
                 task_id="restore_and_check", database=database, db_config=db_config,
-                scratch=prepare.output, backup_id="{{ params.backup_id or '' }}",
-                old_backup="{{ params.old_backup }}", retries=0,
+                scratch=prepare.output, retries=0,
             )
             cleanup = RemoveScratchOperator(task_id="remove_scratch", database=database, db_config=db_config,
                                             scratch=prepare.output)
@@ -125,10 +124,8 @@ def build(database: str, db_config: DatabaseConfig, defaults: Defaults) -> list[
         },
         default_args={"retries": 0},
     ) as pitr_dag:
-        # `or ''`: an empty (null) param renders as '' rather than 'None'.
-        target = {"target_kind": "{{ params.target_kind }}", "target_value": "{{ params.target_value or '' }}",
-                  "backup_id": "{{ params.backup_id or '' }}"}
-        plan = PlanRestoreOperator(task_id="plan", database=database, db_config=db_config, **target)
+        # The operators read these params from the run's context as the values the form or conf gave.
+        plan = PlanRestoreOperator(task_id="plan", database=database, db_config=db_config)
         approve = ApprovalOperator(
             task_id="approve",
             subject=(f"Restore {database} to {{{{ params.target_kind }}}}"
@@ -139,10 +136,7 @@ def build(database: str, db_config: DatabaseConfig, defaults: Defaults) -> list[
                   f"{{{{ ti.xcom_pull(task_ids='plan', key='{PLAN_MARKDOWN_KEY}') }}}}"),
             response_timeout=timedelta(days=1),
         )
-        restore = PitrRestoreOperator(
-            task_id="restore", database=database, db_config=db_config, destination="{{ params.destination }}",
-            port="{{ params.port or '' }}", action="{{ params.action }}", **target,
-        )
+        restore = PitrRestoreOperator(task_id="restore", database=database, db_config=db_config)
         plan >> approve >> restore
     dags.append(pitr_dag)
     return dags
