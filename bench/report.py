@@ -26,7 +26,7 @@ with every run and the machine they came from, are in `bench/results/latest.json
 
 Each figure is measured side by side with a baseline in the same run, on the same machine.
 **ratio** = value / baseline value. A **target** bounds either the value itself (`≤ 2 s`) or the
-ratio (`ratio ≤ 1.5×`); **ok** says whether the latest run met it. Tests never assert on time: these
+ratio (`ratio ≤ 1.5×`, or a floor such as `ratio ≥ 0.5×` for a throughput); **ok** says whether the latest run met it. Tests never assert on time: these
 figures are the only performance claims the project makes. A commit marked `-dirty` was measured
 with uncommitted changes in the tree (the benchmark outputs aside); a high load average means another
 job shared the machine, so re-run before trusting a change.
@@ -172,6 +172,8 @@ def format_target(entry: dict[str, Any]) -> str:
         return "–"
     if kind == "ratio_max":
         return f"ratio ≤ {target:g}×"
+    if kind == "ratio_min":
+        return f"ratio ≥ {target:g}×"
     return f"≤ {target:g} {entry.get('unit', '')}".strip()
 
 

@@ -41,6 +41,10 @@ def test_result_computes_ratio_and_ok_against_either_kind_of_target():
     assert by_value.ratio == 2.0 and by_value.ok is False
     by_ratio = Result(name="x", value=3.0, unit="s", baseline_value=1.5, target=2.0, target_kind="ratio_max")
     assert by_ratio.ok is True
+    # A floor (throughput): 0.4x the baseline misses "at least 0.5x", 0.6x meets it.
+    floor = {"unit": "rows/s", "baseline_value": 100.0, "target": 0.5, "target_kind": "ratio_min"}
+    assert Result(name="x", value=40.0, **floor).ok is False
+    assert Result(name="x", value=60.0, **floor).ok is True
     assert Result(name="x", value=9.0, unit="s").ok is True  # no target: informational
     with pytest.raises(ValueError, match="target_kind"):
         Result(name="x", value=1.0, unit="s", target=1.0)
