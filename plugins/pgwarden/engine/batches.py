@@ -74,7 +74,14 @@ class BatchStats:
     elapsed_s: float = 0.0
     durations_ms: list[float] = field(default_factory=list, repr=False)
 
-    def summary(self) -> dict[str, object]:
+    def summary(self) -> str:
+        """One log line (pgwarden's result contract, ``core/results.py``)."""
+        figures = self.to_json_dict()
+        return (f"{'done' if self.finished else 'stopped'}: {self.rows} rows in {self.batches} batches "
+                f"(p50 {figures['batch_ms_p50']} ms, p99 {figures['batch_ms_p99']} ms, max "
+                f"{figures['batch_ms_max']} ms), {self.lock_timeout_retries} lock-timeout retries")
+
+    def to_json_dict(self) -> dict[str, object]:
         return {
             "rows": self.rows,
             "batches": self.batches,

@@ -116,8 +116,8 @@ class ArchiveStats(BatchStats):
     def rows_deleted(self) -> int:
         return self.rows
 
-    def summary(self) -> dict[str, object]:
-        return {**super().summary(), "parts": self.parts, "rows_archived": self.rows_archived,
+    def to_json_dict(self) -> dict[str, object]:
+        return {**super().to_json_dict(), "parts": self.parts, "rows_archived": self.rows_archived,
                 "rows_changed_kept": self.rows_changed_kept, "rows_already_gone": self.rows_already_gone,
                 "bytes_archived": self.bytes_archived, "manifest_key": self.manifest_key}
 

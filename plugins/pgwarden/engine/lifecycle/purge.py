@@ -102,7 +102,7 @@ def purge(
                 else:
                     stats = purge_table(conn, table_plan.selection, threshold, settings, log=log,
                                         before_delete=hook, clock=clock)
-                tables[str(table_plan.table)] = stats.summary()
+                tables[str(table_plan.table)] = stats.to_json_dict()
                 if not stats.finished:
                     finished = False
                     break
@@ -113,7 +113,7 @@ def purge(
                         _vacuum(conn, QualifiedName.parse(name), log)
                         vacuumed.append(name)
             wal_bytes = _wal_bytes_since(conn, wal_start)
-    main = tables.get(str(policy.table), BatchStats().summary())
+    main = tables.get(str(policy.table), BatchStats().to_json_dict())
     return {
         "policy": policy.name,
         "table": str(policy.table),
@@ -170,10 +170,7 @@ def purge_table(
         return None if row is None else tuple(row)
 
     stats = run_batches(conn, step, settings, peek=peek, what=what, estimate=estimate, log=log, clock=clock)
-    summary = stats.summary()
-    log(f"{what}: {'done' if stats.finished else 'stopped'}: {summary['rows']} rows in {summary['batches']} "
-        f"batches (p50 {summary['batch_ms_p50']} ms, p99 {summary['batch_ms_p99']} ms, max "
-        f"{summary['batch_ms_max']} ms), {stats.lock_timeout_retries} lock-timeout retries")
+    log(f"{what}: {stats.summary()}")
     return stats
 
 
