@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta, timezone
@@ -504,15 +507,18 @@ def test_cli_catalog_table_and_json(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert document["wal"]["end"] == {"timeline": 2, "lsn": "0/B00000"}
 
 
-def test_cli_catalog_reads_s3_through_the_airflow_connection_in_the_environment(
-        tmp_path: Path, s3: MotoServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_catalog_reads_s3_through_the_airflow_connection_in_the_environment(tmp_path: Path, s3: MotoServer) -> None:
+    """In a process of its own, as people run it: stdout is the JSON document alone, although the
+    environment asks Airflow for INFO logs (the Amazon provider logs where credentials came from)."""
     backend = s3_backend(s3, "pgw-cli")
     backup_id = put_backup(backend.repo, datetime(2026, 3, 1, 2, tzinfo=UTC), Lsn(0x2000028), Lsn(0x2800000))
-    monkeypatch.setenv("AIRFLOW_CONN_PGW_BACKUPS", s3.airflow_conn_uri())
     config = write_config(tmp_path, '{url: "s3://pgw-cli/backups", conn_id: pgw_backups}')
+    env = {**os.environ, "AIRFLOW_CONN_PGW_BACKUPS": s3.airflow_conn_uri(), "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO"}
 
-    assert main(["--config", str(config), "catalog", DB, "--json"]) == 0
-    document = json.loads(capsys.readouterr().out)
+    run = subprocess.run([str(Path(sys.executable).with_name("pgwarden")), "--config", str(config), "catalog", DB,
+                          "--json"], env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    document = json.loads(run.stdout)
     assert [(b["id"], b["valid"], b["gfs"]) for b in document["backups"]] == [
         (backup_id, True, ["daily", "monthly", "newest", "window_start", "yearly"])]
 
