@@ -104,3 +104,15 @@ def test_personal_data_archived_when_dropped_anonymized_or_expiring() -> None:
 def test_milliseconds_are_a_duration_unit() -> None:
     assert parse_duration("100ms") == timedelta(milliseconds=100)
     assert parse_duration("1m500ms") == timedelta(seconds=60.5)
+
+
+def test_a_policy_survives_a_json_round_trip() -> None:
+    """Durations dump as seconds, which the config reads back (pydantic's ISO form, PT0.1S, it refused)."""
+    from pgwarden.core.lifecycle.config import PolicyConfig
+
+    policy = PolicyConfig.model_validate({
+        "name": "s", "table": '"User Data".sessions', "expire": {"column": "created_at", "after": "30d"},
+        "batch": {"time_budget": "100ms", "lock_timeout": "2s", "pause": "20ms", "max_run_time": "50m"}})
+    again = PolicyConfig.model_validate_json(policy.model_dump_json())
+    assert again == policy
+    assert again.batch.time_budget.total_seconds() == 0.1

@@ -25,7 +25,10 @@ from pgwarden.core.units import parse_duration, parse_size
 
 CONN_ID = re.compile(r"^[A-Za-z0-9_.\-]+$")
 
-Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+# In JSON a duration is its seconds (a number parse_duration reads back), so a section survives a round
+# trip, e.g. to a child process or a stored plan; pydantic's default ISO form (PT0.1S) would not.
+Duration = Annotated[timedelta, BeforeValidator(parse_duration),
+                     PlainSerializer(lambda delta: delta.total_seconds(), return_type=float, when_used="json")]
 ByteSize = Annotated[int, BeforeValidator(parse_size)]
 
 
