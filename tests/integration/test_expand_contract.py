@@ -167,7 +167,7 @@ def test_rollback_after_contract_is_refused(server, tmp_path) -> None:
     (f"change_column_type: {{table: {T}, column: '\"order\"', type: no_such_type, up: '\"order\"', "
      f"down: '\"order\"'}}",
      'operations[0].change_column_type.type: the server rejects it: type "no_such_type" does not exist'),
-    ("rename_column: {table: keyless, from: a, to: b}",
+    ("rename_column: {table: keyless, from: a, to: c}",
      "operations[0].rename_column.table: table public.keyless has no primary key and no unique index"),
 ])
 def test_plan_errors_name_file_operation_and_field(server, tmp_path, body, expected) -> None:
