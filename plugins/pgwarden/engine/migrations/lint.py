@@ -11,8 +11,10 @@ Rules our own runner makes safe are excluded by default (:data:`RUNNER_SAFE_RULE
 * ``prefer-robust-stmts``: a plain migration runs in one transaction and is recorded in
   ``pgwarden.schema_history`` in that same transaction, so it never runs half or twice; generated
   expand/contract SQL is guarded by catalog checks.
-* ``transaction-nesting``: the runner owns the transaction, and a file may still say ``BEGIN``/``COMMIT``
-  only if it must; plain migrations are linted with ``--assume-in-transaction``.
+
+``transaction-nesting`` stays on: plain migrations are linted with ``--assume-in-transaction`` because the
+runner wraps each one in a transaction (with its history row), so a ``BEGIN``/``COMMIT`` in the file would
+break that atomicity and is refused.
 
 More rules can be excluded per database (``migrations.lint_exclude`` in pgwarden.yaml), and one
 statement can be excused in the file itself with squawk's own comment on the line before it:
@@ -40,7 +42,6 @@ RUNNER_SAFE_RULES: frozenset[str] = frozenset(
         "require-lock-timeout",
         "require-statement-timeout",
         "prefer-robust-stmts",
-        "transaction-nesting",
     }
 )
 
