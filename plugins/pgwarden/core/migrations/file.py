@@ -166,7 +166,7 @@ def discover(files: Mapping[str, bytes]) -> tuple[list[MigrationFile], list[Refu
             first = next(iter(by_version[version].values()))[0]
             refusals.append(Refusal(
                 first, f"follows a gap: version(s) {missing} missing",
-                f"renumber it (and the files after it) so versions run 1, 2, 3, ... without gaps"))
+                "renumber it (and the files after it) so versions run 1, 2, 3, ... without gaps"))
         expected = version + 1
     return migrations, refusals
 

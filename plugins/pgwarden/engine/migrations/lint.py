@@ -156,3 +156,20 @@ def require_clean(findings: Sequence[LintFinding]) -> None:
     """Raise :class:`LintFailed` when there is any finding."""
     if findings:
         raise LintFailed(findings)
+
+
+def lint_migration(migration, config, *, pg_version: str | None = None) -> list[LintFinding]:
+    """Findings of a plain migration's up and down files (``migration``: core MigrationFile).
+
+    ``config`` is the database's ``MigrationsConfig``: its ``lint_exclude`` adds to the runner-safe rules.
+    Expand/contract migrations are linted on the SQL their operations generate, by the planner.
+    """
+    if migration.kind != "plain":
+        return []
+    excluded = RUNNER_SAFE_RULES | set(config.lint_exclude)
+    findings = lint_sql(migration.up_text, migration.up_file, excluded_rules=excluded,
+                        assume_in_transaction=True, pg_version=pg_version)
+    if migration.down_text is not None:
+        findings += lint_sql(migration.down_text, migration.down_file, excluded_rules=excluded,
+                             assume_in_transaction=True, pg_version=pg_version)
+    return findings
