@@ -203,3 +203,31 @@ def test_concurrent_appliers_are_serialized(db, repo, tmp_path) -> None:
     applied = sorted(len(r.applied) for r in results.values())  # type: ignore[union-attr]
     assert applied == [0, 2]
     assert scalar(db, "SELECT count(*) FROM accounts WHERE id = 2") == 1
+
+
+def test_folder_refusals_change_nothing(db, repo, tmp_path) -> None:
+    config = write(tmp_path / "m", {"001_accounts.sql": CREATE_ACCOUNTS, "001_accounts.down.sql": DROP_ACCOUNTS,
+                                    "002_nickname.sql": ADD_NICKNAME, "003_x.sql": ADD_NICKNAME,
+                                    "003_x.down.sql": DROP_NICKNAME, "003_y.yaml": "[]\n",
+                                    "005_z.sql": ADD_NICKNAME, "005_z.down.sql": DROP_NICKNAME})
+    with pytest.raises(MigrationsRefused) as refused:
+        apply_pending(db, repo, "appdb", config, log=lambda _: None)
+    message = str(refused.value)
+    assert "002_nickname.sql: has no down file" in message
+    assert "003_y.yaml: has the same version 003 as 003_x.sql" in message
+    assert "005_z.down.sql: follows a gap: version(s) 004 missing" in message
+    assert scalar(db, "SELECT to_regclass('accounts') IS NULL")
+
+
+def test_renumbered_applied_migration_is_refused(db, repo, tmp_path) -> None:
+    folder = tmp_path / "m"
+    config = write(folder, {"001_accounts.sql": CREATE_ACCOUNTS, "001_accounts.down.sql": DROP_ACCOUNTS,
+                            "002_nickname.sql": ADD_NICKNAME, "002_nickname.down.sql": DROP_NICKNAME})
+    apply_pending(db, repo, "appdb", config, log=lambda _: None)
+    # A branch renumbered: the applied 002 became 003 and a new 002 slipped in before it.
+    (folder / "002_nickname.sql").rename(folder / "003_nickname.sql")
+    (folder / "002_nickname.down.sql").rename(folder / "003_nickname.down.sql")
+    write(folder, {"002_other.sql": "SELECT 1;\n", "002_other.down.sql": "SELECT 1;\n"})
+    with pytest.raises(MigrationsRefused) as refused:
+        apply_pending(db, repo, "appdb", config, log=lambda _: None)
+    assert "002_other.sql: replaces the applied migration 002_nickname" in str(refused.value)

@@ -244,3 +244,12 @@ def refuse_second_active_on_table(history: list[HistoryRow], version: int, targe
             raise PermanentError(
                 f"{version:03d} changes {target_table}, but {row.version:03d}_{row.name} is still active on it "
                 f"(phase {row.phase}, {row.status}): complete or roll back {row.version:03d} first")
+
+
+def read_history_readonly(target) -> list[HistoryRow]:
+    """The history through a read-only session (``pgwarden migrate status|plan``: no change to the database)."""
+    from pgwarden.engine.postgres import connect
+
+    with connect(target, statement_timeout="30s") as conn:
+        conn.execute("SELECT set_config('default_transaction_read_only', 'on', false)")
+        return read_history(conn)
