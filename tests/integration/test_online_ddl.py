@@ -43,7 +43,7 @@ def table(server):
 
 def test_ddl_behind_a_long_transaction_retries_while_other_sessions_keep_flowing(server, table) -> None:
     holder = psycopg.connect(**server.target().conninfo_params())
-    holder.execute(f"SELECT count(*) FROM {table}")  # ACCESS SHARE until the transaction ends
+    holder.execute('SELECT count(*) FROM "User Data"."e-mail"')  # ACCESS SHARE until the transaction ends
     retries: list[str] = []
     released = threading.Event()
     stop = threading.Event()
@@ -55,7 +55,7 @@ def test_ddl_behind_a_long_transaction_retries_while_other_sessions_keep_flowing
             while not stop.is_set():
                 i += 1
                 t0 = time.monotonic()
-                conn.execute(f"UPDATE {table} SET v = v + 1 WHERE id = %s", (i % 200 + 1,))
+                conn.execute('UPDATE "User Data"."e-mail" SET v = v + 1 WHERE id = %s', (i % 200 + 1,))
                 waits.append(time.monotonic() - t0)
 
     def log(line: str) -> None:
@@ -68,7 +68,7 @@ def test_ddl_behind_a_long_transaction_retries_while_other_sessions_keep_flowing
     app.start()
     try:
         with connect(server.target()) as conn:
-            outcome = run_ddl(conn, f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS note text",
+            outcome = run_ddl(conn, 'ALTER TABLE "User Data"."e-mail" ADD COLUMN IF NOT EXISTS note text',
                               table=table, settings=FAST, log=log)
     finally:
         stop.set()
@@ -87,11 +87,11 @@ def test_ddl_behind_a_long_transaction_retries_while_other_sessions_keep_flowing
 
 def test_gives_up_with_a_transient_error_naming_table_and_blocker_no_values(server, table) -> None:
     holder = psycopg.connect(**server.target().conninfo_params())
-    holder.execute(f"UPDATE {table} SET v = 424242 WHERE id = 1")
+    holder.execute('UPDATE "User Data"."e-mail" SET v = 424242 WHERE id = 1')
     holder_pid = holder.info.backend_pid
     try:
         with connect(server.target()) as conn, pytest.raises(TransientError) as caught:
-            run_ddl(conn, f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS note2 text", table=table,
+            run_ddl(conn, 'ALTER TABLE "User Data"."e-mail" ADD COLUMN IF NOT EXISTS note2 text', table=table,
                     settings=DdlSettings(lock_timeout=timedelta(milliseconds=50), max_attempts=2,
                                          backoff_initial=timedelta(milliseconds=10)), log=lambda _: None)
     finally:
@@ -102,19 +102,19 @@ def test_gives_up_with_a_transient_error_naming_table_and_blocker_no_values(serv
 
 
 def test_concurrent_index_runs_outside_a_transaction_and_an_invalid_leftover_is_rebuilt(server, table) -> None:
-    statement = f"CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS v_unique ON {table} (v)"
+    statement = 'CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS v_unique ON "User Data"."e-mail" (v)'
     with connect(server.target()) as conn:
-        conn.execute(f"UPDATE {table} SET v = 1 WHERE id = 2")  # a duplicate: the build fails half-way
+        conn.execute('UPDATE "User Data"."e-mail" SET v = 1 WHERE id = 2')  # a duplicate: the build fails half-way
         with pytest.raises(psycopg.errors.UniqueViolation):
             conn.execute(statement)
         assert index_state(conn, "User Data", "v_unique") == "invalid"
-        conn.execute(f"UPDATE {table} SET v = 2 WHERE id = 2")
+        conn.execute('UPDATE "User Data"."e-mail" SET v = 2 WHERE id = 2')
         # IF NOT EXISTS alone would accept the invalid index; the helper drops it and builds a valid one.
         create_index_concurrently(conn, statement, "User Data", "v_unique", table=table, settings=FAST)
         assert index_state(conn, "User Data", "v_unique") == "valid"
         # A build that fails for good leaves nothing behind.
         conn.execute("DROP INDEX \"User Data\".v_unique")
-        conn.execute(f"UPDATE {table} SET v = 1 WHERE id = 2")
+        conn.execute('UPDATE "User Data"."e-mail" SET v = 1 WHERE id = 2')
         with pytest.raises(psycopg.errors.UniqueViolation):
             create_index_concurrently(conn, statement, "User Data", "v_unique", table=table, settings=FAST)
         assert index_state(conn, "User Data", "v_unique") == "missing"
