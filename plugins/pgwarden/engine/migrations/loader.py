@@ -21,11 +21,6 @@ def migrations_folder(config: MigrationsConfig) -> Path:
     return Path(config.path or ".")
 
 
-def has_migrations(config: MigrationsConfig) -> bool:
-    """Whether the database has a migrations folder (the DAG factory builds ``<db>.migrate`` only then)."""
-    return migrations_folder(config).is_dir()
-
-
 def load_migrations(config: MigrationsConfig) -> list[MigrationFile]:
     """The folder's migrations in version order; :class:`MigrationsRefused` lists every bad file."""
     folder = migrations_folder(config)
