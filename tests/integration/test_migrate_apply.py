@@ -231,3 +231,26 @@ def test_renumbered_applied_migration_is_refused(db, repo, tmp_path) -> None:
     with pytest.raises(MigrationsRefused) as refused:
         apply_pending(db, repo, "appdb", config, log=lambda _: None)
     assert "002_other.sql: replaces the applied migration 002_nickname" in str(refused.value)
+
+
+def test_one_active_expand_contract_migration_per_table(db, tmp_path) -> None:
+    from pgwarden.core.migrations.file import discover
+    from pgwarden.engine.migrations import history as hist
+
+    migrations, _ = discover({"001_rename.yaml": b"operations: []\n", "002_index.yaml": b"operations: []\n",
+                              "003_other.yaml": b"operations: []\n"})
+    first, second, other = migrations
+    run = hist.RunInfo(dag_id="appdb.migrate.001_rename", run_id="manual__1", try_number=1)
+    with connect(db) as conn:
+        hist.ensure_history(conn)
+        hist.start_phase(conn, first, "expand", run, tables=["public.users"])
+        hist.start_phase(conn, other, "expand", run, tables=["public.orders"])  # another table: fine
+        with pytest.raises(PermanentError, match=r"002_index.yaml changes public.users, but 001_rename is "
+                                                 r"still active on it \(phase expand, running\)"):
+            hist.start_phase(conn, second, "expand", run, tables=["public.sessions", "public.users"])
+        assert [r.version for r in hist.read_history(conn)] == [1, 3]  # the refused start left no row
+        with conn.transaction():
+            conn.execute(hist.finish_phase_statement(1, "contract", "applied", run))
+        hist.start_phase(conn, second, "expand", run, tables=["public.sessions", "public.users"])
+        rows = {r.version: r for r in hist.read_history(conn)}
+    assert rows[2].target_table == "public.sessions, public.users" and rows[1].status == "applied"

@@ -89,5 +89,6 @@ def test_statements_lines_and_locks():
     assert found == [(2, "none"), (3, "ACCESS EXCLUSIVE"), (4, "none"), (5, "SHARE UPDATE EXCLUSIVE"),
                      (6, "SHARE UPDATE EXCLUSIVE")]
     assert lock_for("create index i on t (s)")[0] == "SHARE"
+    assert lock_for("CREATE TABLE p (id bigint REFERENCES users (id))")[0] == "SHARE ROW EXCLUSIVE"
     assert lock_for("ALTER TABLE a ADD CONSTRAINT f FOREIGN KEY (b) REFERENCES c")[0] == "SHARE ROW EXCLUSIVE"
     assert lock_for("LOCK TABLE a IN ROW EXCLUSIVE MODE")[0] == "ROW EXCLUSIVE"

@@ -38,6 +38,21 @@ def _history(args: argparse.Namespace, db):
     return read_history_readonly(pg_target(db.conn_id))
 
 
+def _operations(migration) -> list[str]:
+    """One line per operation of an expand/contract file (its spec parsed, no database needed)."""
+    from pgwarden.core.migrations.spec import SpecError, parse_spec
+
+    try:
+        spec = parse_spec(migration.up_text, migration.up_file)
+    except SpecError as exc:
+        return [f"! {exc}"]
+    lines = []
+    for index, op in enumerate(spec.operations):
+        table = getattr(op, "table", None) or getattr(op, "index", None)
+        lines.append(f"operations[{index}]: {op.kind}" + (f" on {table}" if table else ""))
+    return lines
+
+
 def status(args: argparse.Namespace) -> int:
     from pgwarden.core.migrations.file import check_against_history
 
@@ -87,7 +102,9 @@ def plan(args: argparse.Namespace) -> int:
         print(f"\n== {migration.up_file} ({migration.kind}, sha256 {migration.checksum[:12]})")
         if migration.kind != "plain":
             print("   expand/contract migration: its operations run in phases (expand, backfill, contract) in "
-                  "their own gated DAG; the per-phase plan comes from its operations' planner")
+                  "their own gated DAG, never in <db>.migrate")
+            for line in _operations(migration):
+                print(f"   {line}")
             continue
         print("   restore point first; then one transaction, each statement with lock_timeout "
               f"{db.migrations.lock_timeout.total_seconds():g}s, retried on lock timeout; "
@@ -110,19 +127,22 @@ def lint(args: argparse.Namespace) -> int:
 
     db, folder, migrations, refusals = _folder(args)
     findings = [finding for migration in migrations for finding in lint_migration(migration, db.migrations)]
+    spec_errors = [line for m in migrations if m.kind != "plain" for line in _operations(m) if line.startswith("!")]
     if args.json:
         print(json.dumps({"database": args.database, "folder": str(folder),
                           "findings": [f.to_json_dict() for f in findings],
-                          "refusals": [str(r) for r in refusals]}, indent=2))
+                          "refusals": [str(r) for r in refusals] + [e[2:] for e in spec_errors]}, indent=2))
     else:
         for refusal in refusals:
             print(f"{refusal}")
+        for error in spec_errors:
+            print(error[2:])
         for finding in findings:
             print(f"{finding}")
         checked = sum(1 for m in migrations if m.kind == "plain")
         print(f"{args.database}: {checked} plain migration(s) linted, {len(findings)} finding(s), "
               f"{len(refusals)} refused file(s)")
-    return 1 if findings or refusals else 0
+    return 1 if findings or refusals or spec_errors else 0
 
 
 def add_parser(sub) -> None:

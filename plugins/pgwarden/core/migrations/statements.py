@@ -44,6 +44,8 @@ LOCK_RULES: tuple[tuple[str, str, str], ...] = (
     (r"ALTER TABLE", "ACCESS EXCLUSIVE", "table"),
     (r"ALTER INDEX", "SHARE UPDATE EXCLUSIVE", "index"),
     (r"CREATE TRIGGER|CREATE OR REPLACE TRIGGER|DROP TRIGGER", "SHARE ROW EXCLUSIVE", "table"),
+    (r"CREATE (TEMP |TEMPORARY |UNLOGGED )?TABLE .*REFERENCES", "SHARE ROW EXCLUSIVE",
+     "referenced table (the new table itself: none)"),
     (r"CREATE (TEMP |TEMPORARY |UNLOGGED )?TABLE", "none", "new table"),
     (r"CREATE (OR REPLACE )?(VIEW|FUNCTION|PROCEDURE|SCHEMA|TYPE|SEQUENCE|EXTENSION|DOMAIN)", "none",
      "new object"),

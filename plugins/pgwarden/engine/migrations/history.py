@@ -3,8 +3,11 @@
 One row per version. ``phases`` is the timeline (JSON list): every phase start and end, with the Airflow
 ``dag_id``/``run_id``/``try_number`` that ran it, its restore point and the outcome (an error's SQLSTATE,
 never its text: messages can quote row values). ``approvals`` holds each gate's approver (filled by the
-gated expand/contract DAGs). ``target_table`` is the table an expand/contract migration changes: only one
-such migration may be active on a table at a time.
+gated expand/contract DAGs). ``target_table`` lists the tables an expand/contract migration changes; only
+one such migration may be active on a table at a time, enforced by the primary key of
+``pgwarden.schema_history_tables`` (one claim row per active migration and table, written with the
+migration's first phase and released in the transaction that completes or rolls it back), so two
+starters racing each other cannot both win.
 
 Appliers of one database are serialized by a session-level advisory lock held on the connection that
 runs the migrations (:func:`applier_lock`), so the lock lives exactly as long as the backend that could
@@ -14,7 +17,7 @@ still commit one: a killed applier's backend ends (``client_connection_check_int
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -29,6 +32,7 @@ from pgwarden.engine.control import control_table, ensure_control_schema
 from pgwarden.engine.errors import PermanentError, TransientError
 
 HISTORY = control_table("schema_history")
+CLAIMS = control_table("schema_history_tables")
 APPLIER_LOCK_KEY = "pgwarden.migrate"
 
 _CREATE = sql.SQL("""
@@ -51,6 +55,12 @@ CREATE TABLE IF NOT EXISTS {history} (
     phases             jsonb NOT NULL DEFAULT '[]',
     approvals          jsonb NOT NULL DEFAULT '[]',
     applied_by         text NOT NULL DEFAULT current_user
+)""")
+
+_CREATE_CLAIMS = sql.SQL("""
+CREATE TABLE IF NOT EXISTS {claims} (
+    table_name  text PRIMARY KEY,
+    version     integer NOT NULL REFERENCES {history} (version)
 )""")
 
 
@@ -103,6 +113,7 @@ def ensure_history(conn: psycopg.Connection) -> None:
     with conn.transaction():
         ensure_control_schema(conn)
         conn.execute(_CREATE.format(history=HISTORY))
+        conn.execute(_CREATE_CLAIMS.format(claims=CLAIMS, history=HISTORY))
 
 
 def history_exists(conn: psycopg.Connection) -> bool:
@@ -164,10 +175,15 @@ def start_phase(
     *,
     restore_point: str | None = None,
     restore_point_lsn: str | None = None,
-    target_table: str | None = None,
+    tables: Sequence[str] = (),
 ) -> None:
-    """Record that ``phase`` of ``migration`` starts now (status ``running``), committed at once."""
+    """Record that ``phase`` of ``migration`` starts now (status ``running``), committed at once.
+
+    ``tables`` (an expand/contract migration's tables, as ``schema.name``) are claimed in the same
+    transaction; a table another active expand/contract migration holds refuses the start.
+    """
     event = _event(phase, "running", run, restore_point=restore_point)
+    target_table = ", ".join(tables) or None
     with conn.transaction():
         conn.execute(
             sql.SQL("""
@@ -192,6 +208,24 @@ def start_phase(
              "phase": phase, "rp": restore_point, "lsn": restore_point_lsn, **_run_params(run),
              "event": event},
         )
+        if tables:
+            _claim(conn, migration, list(tables))
+
+
+def _claim(conn: psycopg.Connection, migration: MigrationFile, tables: list[str]) -> None:
+    # A racing starter's INSERT waits on the primary key until the first commits, then sees its claim.
+    conn.execute(sql.SQL("INSERT INTO {} (table_name, version) SELECT unnest(%s::text[]), %s "
+                         "ON CONFLICT (table_name) DO NOTHING").format(CLAIMS), (tables, migration.version))
+    held = conn.execute(
+        sql.SQL("SELECT c.table_name, h.version, h.name, h.phase, h.status FROM {} c JOIN {} h USING (version) "
+                "WHERE c.table_name = ANY(%s) AND c.version <> %s ORDER BY 1").format(CLAIMS, HISTORY),
+        (tables, migration.version)).fetchall()
+    if held:
+        table, version, name, phase, status = held[0]
+        raise PermanentError(
+            f"{migration.up_file} changes {table}, but {version:03d}_{name} is still active on it (phase "
+            f"{phase}, {status}): complete or roll back {version:03d} first (one expand/contract migration "
+            f"per table at a time)")
 
 
 def _run_params(run: RunInfo) -> dict[str, Any]:
@@ -203,14 +237,19 @@ def finish_phase_statement(version: int, phase: str, status: str, run: RunInfo) 
 
     It is composed (not bound) because the online DDL runner takes statements, not parameters; every
     value is a ``sql.Literal`` made from our own ints and names, never from row data.
+
+    A migration that ends releases its table claims in the same statement: ``applied`` (a plain one, or an
+    expand/contract one after its last phase: it stays ``running`` between its phases) or ``rolled_back``.
     """
     event = json.dumps([{"phase": phase, "status": status, **run.stamp()}])
+    ends = status in ("applied", "rolled_back")
     return sql.SQL(
+        "WITH released AS (DELETE FROM {claims} WHERE version = {version} AND {ends}) "
         "UPDATE {h} SET status = {status}, phase = {phase}, finished_at = clock_timestamp(), "
         "phases = phases || jsonb_set({event}::jsonb, '{{0,at}}', to_jsonb(clock_timestamp())) "
         "WHERE version = {version}"
-    ).format(h=HISTORY, status=sql.Literal(status), phase=sql.Literal(phase), event=sql.Literal(event),
-             version=sql.Literal(version))
+    ).format(h=HISTORY, claims=CLAIMS, status=sql.Literal(status), phase=sql.Literal(phase),
+             event=sql.Literal(event), version=sql.Literal(version), ends=sql.Literal(ends))
 
 
 def add_event(conn: psycopg.Connection, version: int, phase: str, status: str, run: RunInfo, **extra: Any) -> None:
@@ -234,16 +273,6 @@ def fail_phase(conn: psycopg.Connection, version: int, phase: str, run: RunInfo,
                     "'at', clock_timestamp())) WHERE version = %(version)s").format(h=HISTORY),
             {"phase": phase, "sqlstate": sqlstate, "version": version, **_run_params(run)},
         )
-
-
-def refuse_second_active_on_table(history: list[HistoryRow], version: int, target_table: str) -> None:
-    """An expand/contract migration may start only when no other one is active on its table."""
-    for row in history:
-        if (row.kind == "expand_contract" and row.version != version and row.target_table == target_table
-                and row.status not in ("applied", "rolled_back")):
-            raise PermanentError(
-                f"{version:03d} changes {target_table}, but {row.version:03d}_{row.name} is still active on it "
-                f"(phase {row.phase}, {row.status}): complete or roll back {row.version:03d} first")
 
 
 def read_history_readonly(target) -> list[HistoryRow]:
