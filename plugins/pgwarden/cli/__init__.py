@@ -1,4 +1,4 @@
-"""``pgwarden``: what must work without a scheduler (config checks, healthcheck, catalog, restore, archive).
+"""``pgwarden``: what must work without a scheduler (config checks, healthcheck, catalog, restore, archive, migrate).
 
 One module per command group; each has ``add_parser(sub)``, which adds its subcommand(s) to the
 top-level parser and sets ``func`` on them. A new group (ledger, migrate, audit, archive) is a new
@@ -14,12 +14,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pgwarden.cli import archive, catalog, config, healthcheck, restore
+from pgwarden.cli import archive, catalog, config, healthcheck, migrate, restore
 from pgwarden.core.config import ConfigError
 from pgwarden.engine.errors import PgwardenError
 
 # The command groups, in the order ``pgwarden --help`` lists them.
-GROUPS = (config, healthcheck, catalog, restore, archive)
+GROUPS = (config, healthcheck, catalog, restore, archive, migrate)
 
 
 def build_parser() -> argparse.ArgumentParser:

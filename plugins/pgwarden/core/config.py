@@ -25,6 +25,7 @@ from pydantic import (
 
 from pgwarden.core.config_types import ByteSize, ConnId, Cron, Duration, FrequentCron, Strict, TableName
 from pgwarden.core.lifecycle.config import LifecycleConfig
+from pgwarden.core.migrations.config import MigrationsConfig, resolve_folder
 from pgwarden.core.retention import RetentionPolicy
 from pgwarden.core.schedule import longest_interval
 
@@ -152,6 +153,7 @@ class DatabaseConfig(Strict):
     backup: BackupConfig = Field(default_factory=BackupConfig)
     verify: VerifyConfig = Field(default_factory=VerifyConfig)
     lifecycle: LifecycleConfig = Field(default_factory=LifecycleConfig)
+    migrations: MigrationsConfig = Field(default_factory=MigrationsConfig)
 
     @model_validator(mode="after")
     def _rpo_reachable(self) -> DatabaseConfig:
@@ -301,7 +303,10 @@ def parse_config(text: str, source: str) -> PgwardenConfig:
             continue
         merged = {"owner": defaults.owner, **entry}
         try:
-            databases[name] = DatabaseConfig.model_validate(merged)
+            validated = DatabaseConfig.model_validate(merged)
+            databases[name] = validated.model_copy(
+                update={"migrations": resolve_folder(validated.migrations, name, source)}
+            )
         except ValidationError as exc:
             broken[name] = _issues_from(exc, source, path, DatabaseConfig)
     return PgwardenConfig(source=source, defaults=defaults, databases=databases, broken=broken,

@@ -1,0 +1,1 @@
+"""Migrations against a managed database: lint, history, applying plain migrations."""
