@@ -179,3 +179,21 @@ def test_plan_errors_name_file_operation_and_field(server, tmp_path, body, expec
     assert str(caught.value).startswith("012_change.yaml: ")
     assert expected in str(caught.value)
     assert leftovers(server) == []
+
+
+def test_generated_sql_of_every_operation_lints_clean_and_unsafe_raw_sql_fails_the_plan(server, tmp_path) -> None:
+    from pgwarden.core.migrations.spec import parse_spec
+    from pgwarden.engine.migrations.lint import LintFailed, lint_sql
+
+    reset(server)
+    with connect(server.target()) as conn:
+        for kind, (body, _) in sorted(CASES.items()):
+            migration_plan = ec.plan(conn, parse_spec(f"operations:\n  - {body}\n", "007_change.yaml"))
+            assert ec.lint_plan(migration_plan, pg_version="15") == [], kind
+            # The excuses are needed: without them squawk would object (the lint is real).
+            if kind in ("rename_column", "drop_column"):
+                bare = migration_plan.phase_sql("contract").replace("-- squawk-ignore", "-- squawk-noted")
+                assert {f.rule for f in lint_sql(bare, kind)} >= {"ban-drop-column"}
+    unsafe = f"raw_sql: {{table: {T}, up: 'CREATE INDEX i ON \"User Data\".people (age)', down: 'DROP INDEX i'}}"
+    with pytest.raises(LintFailed, match="require-concurrent-index-creation"):
+        ec.expand(server.target(), migration(tmp_path, unsafe), log=lambda _: None)

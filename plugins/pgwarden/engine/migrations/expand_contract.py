@@ -20,7 +20,7 @@ from psycopg.types.json import Jsonb
 from pgwarden.core.migrations.planner import plan_migration, tables_named
 from pgwarden.core.migrations.snapshot import Catalog, catalog_from_json, catalog_to_json
 from pgwarden.core.migrations.spec import DropIndex, MigrationSpec, parse_spec
-from pgwarden.core.migrations.steps import MigrationPlan, PlanError
+from pgwarden.core.migrations.steps import PHASES, MigrationPlan, PlanError
 from pgwarden.engine.control import control_table, ensure_control_schema
 from pgwarden.engine.migrations.backfill import (
     DEFAULT_BACKFILL,
@@ -29,6 +29,7 @@ from pgwarden.engine.migrations.backfill import (
     run_backfill,
 )
 from pgwarden.engine.migrations.executor import PhaseStats, run_steps
+from pgwarden.engine.migrations.lint import LintFinding, lint_sql, require_clean
 from pgwarden.engine.migrations.online_ddl import DEFAULT_DDL, DdlSettings
 from pgwarden.engine.migrations.snapshot import read_catalog
 from pgwarden.engine.postgres import PgTarget, connect
@@ -96,6 +97,16 @@ def check_expressions(conn: psycopg.Connection, plan: MigrationPlan) -> None:
                                 f"the server rejects it: {exc.diag.message_primary or exc}") from None
 
 
+def lint_plan(migration: MigrationPlan, *, pg_version: str | None = None) -> list[LintFinding]:
+    """squawk's findings on the SQL of every phase (source ``<file> <phase>``, lines of that phase's text)."""
+    findings: list[LintFinding] = []
+    for phase in PHASES:
+        text = migration.phase_sql(phase)
+        if text:
+            findings += lint_sql(text, f"{migration.file} {phase}", pg_version=pg_version)
+    return findings
+
+
 def plan(conn: psycopg.Connection, spec: MigrationSpec, *, store: bool = False) -> MigrationPlan:
     """Plan ``spec``: against the stored pre-migration catalog if expand ran before, else the live one."""
     catalog = _stored_catalog(conn, spec)
@@ -105,6 +116,7 @@ def plan(conn: psycopg.Connection, spec: MigrationSpec, *, store: bool = False) 
     migration = plan_migration(spec, catalog)
     if fresh:
         check_expressions(conn, migration)
+        require_clean(lint_plan(migration, pg_version=str(conn.info.server_version // 10000)))
         if store:
             with conn.transaction():
                 ensure_control_schema(conn)
