@@ -146,14 +146,21 @@ def test_operation_rolls_back_after_each_phase_and_contracts(server, tmp_path, k
     assert leftovers(server) == []
 
 
-def test_rollback_after_contract_is_refused(server, tmp_path) -> None:
+def test_phases_out_of_order_are_refused(server, tmp_path) -> None:
+    from pgwarden.engine.errors import PermanentError
+
     reset(server)
     path = migration(tmp_path, CASES["rename_column"][0])
+    quiet = lambda _: None  # noqa: E731
+    with pytest.raises(PermanentError, match="needs expand to have run first"):
+        ec.contract(server.target(), path, log=quiet)
     for phase in (ec.expand, ec.backfill, ec.contract):
-        phase(server.target(), path, log=lambda _: None)
-    with pytest.raises(Exception, match="contract already ran"):
-        ec.rollback(server.target(), path, log=lambda _: None)
+        phase(server.target(), path, log=quiet)
+    for phase in (ec.rollback, ec.expand, ec.backfill):
+        with pytest.raises(PermanentError, match="contract already completed"):
+            phase(server.target(), path, log=quiet)
     assert ask(server, CASES["rename_column"][1])
+    assert leftovers(server) == []
 
 
 @pytest.mark.parametrize(("body", "expected"), [
