@@ -161,8 +161,9 @@ def run(ctx: Context) -> list[Result]:
                extra={"naive_errors": theirs["errors"], "naive_rows_left_inconsistent": stale}),
         Result(name="backfill.rows_per_s", value=ours_rate, unit="rows/s",
                baseline_name="naive single UPDATE under the same load", baseline_value=theirs_rate,
+               target=50_000, target_kind="value_min",
                description=(f"rows walked per second by pgwarden's backfill (trigger-driven no-op UPDATE, batches "
-                            f"sized to 200 ms, checkpoint per batch); target >= 50k rows/s. The naive UPDATE leaves "
+                            f"sized to 100 ms, checkpoint per batch). The naive UPDATE leaves "
                             f"{stale} rows whose concurrent writes it never copied."),
                extra={"target_rows_per_s": 50_000, "meets_50k": ours_rate >= 50_000}),
     ]

@@ -35,7 +35,7 @@ CHECKPOINTS = "backfill_checkpoints"
 @dataclass(frozen=True)
 class BackfillSettings:
     batch: BatchSettings = field(default_factory=lambda: BatchSettings(
-        time_budget=timedelta(milliseconds=200), lock_timeout=timedelta(seconds=1), initial_size=1000,
+        time_budget=timedelta(milliseconds=100), lock_timeout=timedelta(seconds=1), initial_size=1000,
         max_size=100_000))
     standby: PgTarget | None = None  # throttle on its replay lag when set
     max_replay_lag: timedelta = timedelta(seconds=10)
