@@ -36,7 +36,7 @@ CHECKPOINTS = "backfill_checkpoints"
 class BackfillSettings:
     batch: BatchSettings = field(default_factory=lambda: BatchSettings(
         time_budget=timedelta(milliseconds=100), lock_timeout=timedelta(seconds=1), initial_size=1000,
-        max_size=100_000))
+        max_size=100_000, pause=timedelta(milliseconds=20)))  # a breather for the application
     standby: PgTarget | None = None  # throttle on its replay lag when set
     max_replay_lag: timedelta = timedelta(seconds=10)
     max_active_sessions: int | None = None  # throttle while more client sessions than this are active
