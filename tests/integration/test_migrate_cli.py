@@ -48,7 +48,7 @@ def test_migrate_cli_lint_plan_status(pg, tmp_path) -> None:
     planned = migrate(cfg, env, "plan", "clidb")
     assert planned.returncode == 0, planned.stdout + planned.stderr
     assert "2 pending migration(s)" in planned.stdout
-    assert "line 2: ACCESS EXCLUSIVE on table" in planned.stdout
+    assert "line 2: ACCESS EXCLUSIVE on table; blocks reads and writes" in planned.stdout
     assert "ALTER TABLE accounts ADD COLUMN nickname text" in planned.stdout
     assert "operations[0]: rename_column on public.accounts" in planned.stdout
     with connect(pg.target()) as conn:  # the plan changed nothing, not even the pgwarden schema

@@ -111,7 +111,7 @@ def plan(args: argparse.Namespace) -> int:
               f"rollback: {migration.down_file}")
         for statement in split_statements(migration.up_text):
             mode, what = statement.lock
-            print(f"   line {statement.line}: {mode} on {what} (blocks {BLOCKS.get(mode, 'see docs')})")
+            print(f"   line {statement.line}: {mode} on {what}; blocks {BLOCKS.get(mode, 'see the docs')}")
             print("      " + statement.text.replace("\n", "\n      "))
         found = lint_migration(migration, db.migrations)
         findings += found
