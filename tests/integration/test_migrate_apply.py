@@ -254,3 +254,16 @@ def test_one_active_expand_contract_migration_per_table(db, tmp_path) -> None:
         hist.start_phase(conn, second, "expand", run, tables=["public.sessions", "public.users"])
         rows = {r.version: r for r in hist.read_history(conn)}
     assert rows[2].target_table == "public.sessions, public.users" and rows[1].status == "applied"
+
+
+def test_demo_migrations_apply_to_the_demo_schema_and_stop_before_expand_contract(db, repo) -> None:
+    root = Path(__file__).resolve().parents[2]
+    with connect(db) as conn:
+        psycopg.ClientCursor(conn).execute((root / "include/sql/demo/schema.sql").read_text())
+    config = MigrationsConfig(path=str(root / "include/sql/migrations/appdb"))
+    result = apply_pending(db, repo, "appdb", config, log=lambda _: None)
+    assert [a["version"] for a in result.applied] == [1]
+    assert result.stopped_at == "002_rename_users_email" and result.pending == 2
+    assert scalar(db, "SELECT to_regclass('user_preferences') IS NOT NULL")
+    assert [r["version"] for r in rollback_to(db, repo, "appdb", config, 0, log=lambda _: None).rolled_back] == [1]
+    assert scalar(db, "SELECT to_regclass('user_preferences') IS NULL")
