@@ -131,12 +131,14 @@ def run_batches(
     log: Callable[[str], None] = print,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
+    before_batch: Callable[[], None] | None = None,
 ) -> BatchStats:
     """Run ``step`` batch after batch until it reports nothing left, or ``max_run_time`` is reached.
 
     ``conn`` must not be in a transaction (autocommit off or on: each batch opens its own). Stopping
     on the time limit is clean: every committed batch stays done and the next run walks on from the
-    start of the key range, finding only what is left.
+    start of the key range, finding only what is left. ``before_batch`` runs outside any transaction
+    before each batch (a backfill's throttle waits there, so its waits do not count as batch time).
     """
     stats = BatchStats()
     started = last_progress = clock()
@@ -149,6 +151,8 @@ def run_batches(
             log(f"{what}: stopping at the run time limit ({format_duration(settings.max_run_time)}); "
                 f"the next run continues")
             break
+        if before_batch is not None:
+            before_batch()
         batch_start = clock()
         try:
             with conn.transaction():

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 
 from pgwarden.core.identifiers import QualifiedName
 from pgwarden.core.migrations.operations.context import PlanContext
 from pgwarden.core.migrations.snapshot import Catalog
 from pgwarden.core.migrations.spec import OPERATIONS, MigrationSpec, Operation
-from pgwarden.core.migrations.steps import MigrationPlan
+from pgwarden.core.migrations.steps import COMPATIBILITY_RULES, MigrationPlan, OperationPlan, Step
 
 
 def tables_named(spec: MigrationSpec) -> tuple[QualifiedName, ...]:
@@ -23,9 +24,17 @@ def tables_named(spec: MigrationSpec) -> tuple[QualifiedName, ...]:
     return tuple(names)
 
 
-def plan_operation(op: Operation, ctx: PlanContext):
+def plan_operation(op: Operation, ctx: PlanContext) -> OperationPlan:
     module = importlib.import_module(f"pgwarden.core.migrations.operations.{op.kind}")
-    return module.plan(op, ctx)
+    planned: OperationPlan = module.plan(op, ctx)
+    if op.kind == "raw_sql":
+        return planned
+    return dataclasses.replace(planned, contract=_excuse(planned.contract), rollback=_excuse(planned.rollback))
+
+
+def _excuse(steps: tuple[Step, ...]) -> tuple[Step, ...]:
+    return tuple(dataclasses.replace(s, excused=tuple(dict.fromkeys((*s.excused, *COMPATIBILITY_RULES))))
+                 for s in steps)
 
 
 def plan_migration(spec: MigrationSpec, catalog: Catalog) -> MigrationPlan:

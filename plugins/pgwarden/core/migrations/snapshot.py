@@ -58,3 +58,24 @@ class TableSnapshot:
 
 
 Catalog = dict[QualifiedName, TableSnapshot]
+
+
+def catalog_to_json(catalog: Catalog) -> list[dict]:
+    """The catalog as plain JSON, stored at expand so later phases plan against the state before it."""
+    import dataclasses
+
+    return [{**dataclasses.asdict(snap), "name": [snap.name.schema, snap.name.name]} for snap in catalog.values()]
+
+
+def catalog_from_json(data: list[dict]) -> Catalog:
+    catalog: Catalog = {}
+    for item in data:
+        name = QualifiedName(*item["name"])
+        catalog[name] = TableSnapshot(
+            name=name,
+            columns=tuple(ColumnInfo(**c) for c in item["columns"]),
+            indexes=tuple(IndexInfo(**{**i, "columns": tuple(i["columns"])}) for i in item["indexes"]),
+            constraints=tuple(ConstraintInfo(c["name"], c["type"], tuple(c["columns"]), tuple(c["referenced_by"]))
+                              for c in item["constraints"]),
+            estimated_rows=item["estimated_rows"], triggers=tuple(item["triggers"]))
+    return catalog

@@ -11,6 +11,11 @@ from dataclasses import dataclass, field
 
 PHASES = ("expand", "backfill", "contract", "rollback")
 
+# squawk's backward-compatibility rules ("may break existing clients"). Generated contract and rollback
+# steps are excused from them: contract removes only what the retired application version used, after
+# the release owner's gate, and rollback removes only what expand added. Author SQL (raw_sql) is not.
+COMPATIBILITY_RULES = ("ban-drop-column", "ban-drop-constraint", "ban-drop-function", "renaming-column")
+
 
 class PlanError(ValueError):
     """The migration cannot be planned against this database; names file, operation index and field."""
@@ -35,6 +40,12 @@ class Step:
     # A query returning true when this step must not run at all (e.g. a rollback after contract), and why.
     refuse_if: str | None = None
     refused_because: str = ""
+    # squawk rules this step breaks on purpose (written as ``-- squawk-ignore`` before each statement).
+    excused: tuple[str, ...] = ()
+
+    def sql_text(self) -> str:
+        ignore = f"-- squawk-ignore {', '.join(self.excused)}\n" if self.excused else ""
+        return "".join(f"{ignore}{s.rstrip().rstrip(';')};\n" for s in self.statements)
     why: str = ""
 
 
@@ -51,6 +62,10 @@ class Backfill:
     assignment: str
     pending: str
     estimated_rows: int = 0
+
+    def sql_text(self) -> str:
+        """The whole backfill as one statement (what each batch runs on its key range; shown and linted)."""
+        return f"UPDATE {self.table} SET {self.assignment} WHERE {self.pending};\n"
 
 
 @dataclass(frozen=True)
@@ -86,6 +101,12 @@ class MigrationPlan:
             return tuple(s for op in reversed(self.operations) for s in op.rollback)
         return tuple(s for op in self.operations for s in getattr(op, phase))
 
+    def phase_sql(self, phase: str) -> str:
+        """The SQL text of a phase as squawk lints it (one statement after another)."""
+        if phase == "backfill":
+            return "".join(b.sql_text() for _, b in self.backfills())
+        return "".join(step.sql_text() for step in self.steps(phase))
+
     def backfills(self) -> tuple[tuple[int, Backfill], ...]:
         return tuple((op.index, b) for op in self.operations for b in op.backfill)
 
@@ -98,10 +119,10 @@ class MigrationPlan:
                 for index, b in self.backfills():
                     lines.append(f"-- operations[{index}]: batched by ({', '.join(b.key)}), "
                                  f"row locks only, one short transaction per batch")
-                    lines.append(f"UPDATE {b.table} SET {b.assignment} WHERE {b.pending};")
+                    lines.append(b.sql_text().rstrip("\n"))
                 continue
             for step in self.steps(phase):
                 tx = "outside a transaction block" if step.outside_transaction else "one transaction"
                 lines.append(f"-- {step.why} [{tx}; lock: {step.lock}]")
-                lines.extend(s.rstrip().rstrip(";") + ";" for s in step.statements)
+                lines.append(step.sql_text().rstrip("\n"))
         return "\n".join(lines) + "\n"

@@ -38,6 +38,9 @@ class DdlSettings:
     backoff_max: timedelta = timedelta(seconds=15)
 
 
+DEFAULT_DDL = DdlSettings()
+
+
 @dataclass(frozen=True)
 class DdlOutcome:
     attempts: int

@@ -35,7 +35,7 @@ def plan(op: ChangeColumnType, ctx: PlanContext) -> OperationPlan:
     users = [i.name for i in snapshot.indexes if op.column in i.columns or not i.columns] + [
         c.name for c in snapshot.constraints if op.column in c.columns]
     if users:
-        raise ctx.error("column", f"column {ident(op.column)} is used by {', '.join(sorted(set(users)))}; "
+        raise ctx.error("column", f"column {ident(op.column)} is used by {', '.join(ident(u) for u in sorted(set(users)))}; "
                         f"drop those in an earlier migration and re-create them after this one")
     key = ctx.key(snapshot)
     new = op.to or ctx.object_name("new", op.column)

@@ -25,7 +25,8 @@ def plan(op: DropNotNull, ctx: PlanContext) -> OperationPlan:
     return OperationPlan(
         index=ctx.index, kind=ctx.kind, tables=(t,),
         expand=(Step((f"ALTER TABLE {t} ALTER COLUMN {ident(op.column)} DROP NOT NULL",),
-                     ACCESS_EXCLUSIVE_BRIEF.format(t=t), t, why=f"drop NOT NULL on {ident(op.column)}"),),
+                     ACCESS_EXCLUSIVE_BRIEF.format(t=t), t, why=f"drop NOT NULL on {ident(op.column)}",
+                     excused=("ban-drop-not-null",)),),  # the operation's very purpose
         rollback=set_not_null_online(op.table, op.column, ctx.object_name("not_null", op.column),
                                      f"restore NOT NULL on {ident(op.column)}"),
     )
