@@ -267,3 +267,33 @@ def test_demo_migrations_apply_to_the_demo_schema_and_stop_before_expand_contrac
     assert scalar(db, "SELECT to_regclass('user_preferences') IS NOT NULL")
     assert [r["version"] for r in rollback_to(db, repo, "appdb", config, 0, log=lambda _: None).rolled_back] == [1]
     assert scalar(db, "SELECT to_regclass('user_preferences') IS NULL")
+
+
+def test_lock_timeout_retries_until_a_long_transaction_ends(db, repo, tmp_path) -> None:
+    folder = tmp_path / "m"
+    config = write(folder, {"001_accounts.sql": CREATE_ACCOUNTS, "001_accounts.down.sql": DROP_ACCOUNTS})
+    apply_pending(db, repo, "appdb", config, log=lambda _: None)
+    write(folder, {"002_nickname.sql": ADD_NICKNAME, "002_nickname.down.sql": DROP_NICKNAME})
+    holder = psycopg.connect(**db.conninfo_params())
+    holder.execute("SELECT count(*) FROM accounts")  # ACCESS SHARE until this transaction ends
+    logs: list[str] = []
+    retried = threading.Event()
+    done: dict[str, object] = {}
+
+    def log(message: str) -> None:
+        logs.append(message)
+        if "lock not granted" in message:
+            retried.set()
+
+    def applier() -> None:
+        done["result"] = apply_pending(db, repo, "appdb", config, log=log)
+
+    thread = threading.Thread(target=applier)
+    thread.start()
+    assert retried.wait(60), logs
+    holder.commit()  # the long transaction ends: the next attempt gets its lock
+    holder.close()
+    thread.join(60)
+    applied = done["result"].applied  # type: ignore[union-attr]
+    assert [a["version"] for a in applied] == [2] and applied[0]["attempts"] > 1
+    assert scalar(db, "SELECT count(*) FROM information_schema.columns WHERE column_name = 'nickname'") == 1

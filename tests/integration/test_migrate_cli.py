@@ -46,11 +46,14 @@ def test_migrate_cli_lint_plan_status(pg, tmp_path) -> None:
 
     env = {**no_conn, conn_var("pg_clidb"): postgres_conn(pg)}
     planned = migrate(cfg, env, "plan", "clidb")
-    assert planned.returncode == 0, planned.stdout + planned.stderr
+    assert planned.returncode == 1, planned.stdout + planned.stderr
     assert "2 pending migration(s)" in planned.stdout
     assert "line 2: ACCESS EXCLUSIVE on table; blocks reads and writes" in planned.stdout
     assert "ALTER TABLE accounts ADD COLUMN nickname text" in planned.stdout
     assert "operations[0]: rename_column on public.accounts" in planned.stdout
+    # the expand/contract migration's phases come from its operations' planner, against the live catalog:
+    # accounts does not exist yet (001 is pending), so it cannot be planned and the plan says so
+    assert "002_rename.yaml: cannot be planned against the database as it is now" in planned.stdout
     with connect(pg.target()) as conn:  # the plan changed nothing, not even the pgwarden schema
         assert conn.execute("SELECT to_regnamespace('pgwarden') IS NULL AND to_regclass('accounts') IS NULL"
                             ).fetchone()[0]
@@ -63,6 +66,13 @@ def test_migrate_cli_lint_plan_status(pg, tmp_path) -> None:
     listed = {m["version"]: m for m in json.loads(status.stdout)["migrations"]}
     assert listed[1]["status"] == "applied" and listed[1]["restore_point"].startswith("pgwarden_migrate_001_")
     assert listed[2]["status"] == "pending" and listed[2]["kind"] == "expand_contract"
+    planned = migrate(cfg, env, "plan", "clidb")  # now the table exists: the rename's phases are shown
+    assert planned.returncode == 0, planned.stdout + planned.stderr
+    assert "-- == expand ==" in planned.stdout and "-- == contract ==" in planned.stdout
+    assert "email_address" in planned.stdout
+    with connect(pg.target()) as conn:  # still nothing changed by the plan
+        assert conn.execute("SELECT count(*) FROM information_schema.columns WHERE column_name = 'email_address'"
+                            ).fetchone()[0] == 0
 
     (folder / "003_index.sql").write_text("CREATE INDEX accounts_email ON accounts (email);\n")
     (folder / "003_index.down.sql").write_text("DROP INDEX accounts_email;\n")
