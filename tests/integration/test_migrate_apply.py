@@ -297,3 +297,28 @@ def test_lock_timeout_retries_until_a_long_transaction_ends(db, repo, tmp_path) 
     applied = done["result"].applied  # type: ignore[union-attr]
     assert [a["version"] for a in applied] == [2] and applied[0]["attempts"] > 1
     assert scalar(db, "SELECT count(*) FROM information_schema.columns WHERE column_name = 'nickname'") == 1
+
+
+def test_a_failure_never_quotes_row_values(db, repo, tmp_path) -> None:
+    config = write(tmp_path / "m", {
+        "001_accounts.sql": CREATE_ACCOUNTS, "001_accounts.down.sql": DROP_ACCOUNTS,
+        "002_cast.sql": "UPDATE accounts SET id = email::bigint;\n", "002_cast.down.sql": "SELECT 1;\n"})
+    with pytest.raises(PermanentError) as failed:
+        apply_pending(db, repo, "appdb", config, log=lambda _: None)
+    assert "002_cast.sql:1: failed with SQLSTATE 22P02" in str(failed.value)
+    assert "example.org" not in str(failed.value) and failed.value.__cause__ is None
+
+
+def test_applier_lock_wait_runs_out_naming_the_holder(db) -> None:
+    from datetime import timedelta
+
+    from pgwarden.engine.errors import TransientError
+    from pgwarden.engine.migrations.history import applier_lock
+
+    with connect(db) as first, connect(db) as second, applier_lock(first, "appdb", timedelta(seconds=1)):
+        holder = first.info.backend_pid
+        with pytest.raises(TransientError, match=rf"backend pid {holder}\) still holds the lock"):
+            with applier_lock(second, "appdb", timedelta(milliseconds=100)):
+                pass
+        with applier_lock(second, "otherdb", timedelta(milliseconds=100)):  # another database: no wait
+            pass

@@ -117,12 +117,16 @@ def _failure(exc: psycopg.Error, file: str, sent: list[Statement]) -> PermanentE
         statement = sent[-1]
         inside = int(diag.statement_position or 1) - 1
         line = f":{statement.line + statement.text.count(chr(10), 0, inside)}"
+    primary = diag.message_primary or type(exc).__name__
+    if (exc.sqlstate or "").startswith("22"):
+        # Data exceptions quote the offending value ('invalid input syntax for type integer: "..."').
+        primary = f"{type(exc).__name__} (a value in the table does not fit; the message is withheld: it quotes it)"
     hint = ""
     if exc.sqlstate == "25001":
         hint = " Statements that cannot run in a transaction (CONCURRENTLY) belong in an expand/contract " \
                "migration (NNN_name.yaml, e.g. create_index)."
     return PermanentError(
-        f"{file}{line}: failed with SQLSTATE {exc.sqlstate}: {diag.message_primary or type(exc).__name__}; "
+        f"{file}{line}: failed with SQLSTATE {exc.sqlstate}: {primary}; "
         f"nothing of it was applied (one transaction). Fix it in a new commit of that file (it is not applied, "
         f"so it may change) and run again.{hint}")
 
@@ -177,7 +181,7 @@ def _apply_one(conn, target, repo, database, migration: MigrationFile, settings:
         if conn.broken:
             raise classify(exc, f"applying {migration.up_file}") from exc
         hist.fail_phase(conn, migration.version, "apply", run, exc.sqlstate)
-        raise _failure(exc, migration.up_file, sent) from exc
+        raise _failure(exc, migration.up_file, sent) from None  # the chained error's DETAIL may quote rows
     log(f"{migration.label}: applied ({outcome.attempts} attempt(s))")
     return {"version": migration.version, "name": migration.name, "restore_point": point,
             "restore_point_lsn": lsn, "attempts": outcome.attempts}
@@ -229,7 +233,7 @@ def rollback_to(
                     if conn.broken:
                         raise classify(exc, f"running {migration.down_file}") from exc
                     hist.add_event(conn, row.version, "rollback", "failed", run, sqlstate=exc.sqlstate)
-                    raise _failure(exc, migration.down_file or "", sent) from exc
+                    raise _failure(exc, migration.down_file or "", sent) from None
                 log(f"{migration.label}: rolled back with {migration.down_file}")
                 result.rolled_back.append({"version": row.version, "name": row.name, "restore_point": point,
                                            "restore_point_lsn": lsn})
