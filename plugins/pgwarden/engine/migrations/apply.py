@@ -5,7 +5,7 @@ Each plain migration, in version order:
 1. lint (squawk) its up and down files: a finding refuses it, naming rule, file and line;
 2. a restore point ``pgwarden_migrate_NNN_<time>`` (``pg_create_restore_point``, also recorded in the
    repository), written into its history row with status ``running``, so a PITR target is one copy away;
-3. its SQL and the history row's ``applied`` mark in ONE transaction, with ``lock_timeout`` per statement
+3. its SQL and the history row's ``applied`` mark in ONE transaction, each statement with ``lock_timeout``
    and ``statement_timeout``, retried on lock timeout (55P03) with backoff and jitter (online_ddl.run_ddl).
 
 A migration is therefore applied exactly once: killed before the commit, nothing of it stays and the
@@ -127,8 +127,8 @@ def _failure(exc: psycopg.Error, file: str, sent: list[Statement]) -> PermanentE
                "migration (NNN_name.yaml, e.g. create_index)."
     return PermanentError(
         f"{file}{line}: failed with SQLSTATE {exc.sqlstate}: {primary}; "
-        f"nothing of it was applied (one transaction). Fix it in a new commit of that file (it is not applied, "
-        f"so it may change) and run again.{hint}")
+        f"nothing of this file's changes stayed (one transaction), so the file may still change: fix it and "
+        f"run again.{hint}")
 
 
 def apply_pending(
