@@ -3,6 +3,7 @@ application versions (one writing the old column, one the new) consistent throug
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -149,3 +150,43 @@ def test_rename_with_a_writer_on_the_old_column_and_one_on_the_new_loses_no_writ
     assert lost == {}
     assert len(final) == 600 + sum(1 for w in (old, new) for i in w.written if i >= 100_000)
     assert scalar(server, "SELECT count(*) FROM pg_trigger WHERE NOT tgisinternal") == 0
+
+
+def test_backfill_waits_while_the_server_is_busier_than_its_limit_then_gives_up_retryably(server, tmp_path) -> None:
+    from datetime import timedelta
+
+    from pgwarden.engine.errors import TransientError
+    from pgwarden.engine.migrations.backfill import BackfillSettings
+
+    reset(server, 100)
+    path = tmp_path / "023_rename.yaml"
+    path.write_text(RENAME)
+    ec.expand(server.target(), path, log=lambda _: None)
+    busy = psycopg.connect(**server.target().conninfo_params(), autocommit=True)
+
+    def sleep_on_server() -> None:
+        with contextlib.suppress(psycopg.errors.QueryCanceled):
+            busy.execute("SELECT pg_sleep(30)")
+
+    sleeper = threading.Thread(target=sleep_on_server, daemon=True)
+    sleeper.start()
+    log: list[str] = []
+    try:
+        settings = BackfillSettings(max_active_sessions=0, throttle_check_every=timedelta(milliseconds=100),
+                                    max_throttle_wait=timedelta(milliseconds=500))
+        deadline = time.monotonic() + 30
+        while scalar(server, "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE "
+                             "'%pg_sleep(30)%' AND pid <> pg_backend_pid()") == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        with pytest.raises(TransientError, match="active sessions > 0"):
+            ec.backfill(server.target(), path, settings=settings, log=log.append)
+    finally:
+        with connect(server.target()) as conn:
+            conn.execute("SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(30)%' "
+                         "AND pid <> pg_backend_pid()")
+        sleeper.join()
+        busy.close()
+    assert any("backfill throttled: 1 active sessions > 0" in line for line in log)
+    assert scalar(server, PENDING_RENAME) == 100  # nothing written while throttled
+    result = ec.backfill(server.target(), path, log=lambda _: None).backfills[0]
+    assert result.finished and scalar(server, PENDING_RENAME) == 0

@@ -146,14 +146,21 @@ def test_operation_rolls_back_after_each_phase_and_contracts(server, tmp_path, k
     assert leftovers(server) == []
 
 
-def test_rollback_after_contract_is_refused(server, tmp_path) -> None:
+def test_phases_out_of_order_are_refused(server, tmp_path) -> None:
+    from pgwarden.engine.errors import PermanentError
+
     reset(server)
     path = migration(tmp_path, CASES["rename_column"][0])
+    quiet = lambda _: None  # noqa: E731
+    with pytest.raises(PermanentError, match="needs expand to have run first"):
+        ec.contract(server.target(), path, log=quiet)
     for phase in (ec.expand, ec.backfill, ec.contract):
-        phase(server.target(), path, log=lambda _: None)
-    with pytest.raises(Exception, match="contract already ran"):
-        ec.rollback(server.target(), path, log=lambda _: None)
+        phase(server.target(), path, log=quiet)
+    for phase in (ec.rollback, ec.expand, ec.backfill):
+        with pytest.raises(PermanentError, match="contract already completed"):
+            phase(server.target(), path, log=quiet)
     assert ask(server, CASES["rename_column"][1])
+    assert leftovers(server) == []
 
 
 @pytest.mark.parametrize(("body", "expected"), [
@@ -197,3 +204,47 @@ def test_generated_sql_of_every_operation_lints_clean_and_unsafe_raw_sql_fails_t
     unsafe = f"raw_sql: {{table: {T}, up: 'CREATE INDEX i ON \"User Data\".people (age)', down: 'DROP INDEX i'}}"
     with pytest.raises(LintFailed, match="require-concurrent-index-creation"):
         ec.expand(server.target(), migration(tmp_path, unsafe), log=lambda _: None)
+
+
+def test_expand_behind_a_long_transaction_retries_while_the_application_keeps_flowing(server, tmp_path) -> None:
+    import threading
+    import time
+    from datetime import timedelta
+
+    from pgwarden.engine.migrations.online_ddl import DdlSettings
+
+    reset(server)
+    path = migration(tmp_path, CASES["rename_column"][0])
+    settings = DdlSettings(lock_timeout=timedelta(milliseconds=200), backoff_initial=timedelta(milliseconds=50),
+                           backoff_max=timedelta(milliseconds=300), max_attempts=50)
+    holder = psycopg.connect(**server.target().conninfo_params())
+    holder.execute('SELECT count(*) FROM "User Data".people')  # a long reader: ACCESS SHARE until it ends
+    stop, waits, retries = threading.Event(), [], []
+
+    def application() -> None:
+        with connect(server.target()) as conn:
+            i = 0
+            while not stop.is_set():
+                i += 1
+                started = time.monotonic()
+                conn.execute('UPDATE "User Data".people SET age = age WHERE id = %s', (i % 600 + 1,))
+                waits.append(time.monotonic() - started)
+
+    def log(line: str) -> None:
+        if "lock not granted" in line:
+            retries.append(line)
+            if len(retries) == 3:
+                holder.rollback()
+
+    app = threading.Thread(target=application)
+    app.start()
+    try:
+        ec.expand(server.target(), path, ddl=settings, log=log)
+    finally:
+        stop.set()
+        app.join()
+        holder.close()
+    assert len(retries) >= 3 and "blocked by pid" in retries[0]
+    # Queued behind the waiting ALTER for at most one lock timeout each time (slack for a loaded machine).
+    assert len(waits) > 10 and max(waits) < settings.lock_timeout.total_seconds() + 1.5
+    assert ask(server, "SELECT count(*) = 1 FROM pg_trigger WHERE NOT tgisinternal")

@@ -201,3 +201,10 @@ def test_phases_refuse_to_report_a_wrapped_step_the_run_never_called():
     report = phases.report()  # the optional step was never called: that is allowed
     assert report["calls"] == {"used": 1, "unused": 1, "read_base": 1, "read_wal": 1}
     assert set(report["seconds"]) == {"used", "unused", "read_base", "read_wal"}
+
+
+def test_a_value_floor_target() -> None:
+    from bench.harness import Result
+
+    assert Result(name="x", value=60_000.0, unit="rows/s", target=50_000, target_kind="value_min").ok
+    assert not Result(name="x", value=40_000.0, unit="rows/s", target=50_000, target_kind="value_min").ok

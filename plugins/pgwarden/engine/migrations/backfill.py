@@ -35,7 +35,7 @@ CHECKPOINTS = "backfill_checkpoints"
 @dataclass(frozen=True)
 class BackfillSettings:
     batch: BatchSettings = field(default_factory=lambda: BatchSettings(
-        time_budget=timedelta(milliseconds=200), lock_timeout=timedelta(seconds=1), initial_size=1000,
+        time_budget=timedelta(milliseconds=100), lock_timeout=timedelta(seconds=1), initial_size=1000,
         max_size=100_000))
     standby: PgTarget | None = None  # throttle on its replay lag when set
     max_replay_lag: timedelta = timedelta(seconds=10)
@@ -94,25 +94,22 @@ class _Walk:
             return sql.SQL("true"), []
         return sql.SQL("({}) > ({})").format(self.key_list, self.params), list(after)
 
-    def batch(self, after: Key | None, upper: Key, limit: int) -> tuple[sql.Composable, list]:
+    def bound(self, after: Key | None, upper: Key, limit: int) -> tuple[sql.Composable, list]:
+        """The last key of the next batch and how many rows it spans (an index-only walk of the key)."""
         lower, params = self._after(after)
-        batch_keys = sql.SQL(", ").join(sql.SQL("{} AS {}").format(sql.Identifier(k), sql.Identifier(f"pgw_k{i}"))
-                                        for i, k in enumerate(self.job.key))
-        join = sql.SQL(" AND ").join(sql.SQL("t.{} = b.{}").format(sql.Identifier(k), sql.Identifier(f"pgw_k{i}"))
-                                     for i, k in enumerate(self.job.key))
-        last = sql.SQL(", ").join(sql.SQL("b.{}::text").format(sql.Identifier(f"pgw_k{i}"))
-                                  for i in range(len(self.job.key)))
-        order_desc = sql.SQL(", ").join(sql.SQL("b.{} DESC").format(sql.Identifier(f"pgw_k{i}"))
-                                        for i in range(len(self.job.key)))
-        query = sql.SQL("""
-WITH b AS (SELECT {batch_keys} FROM {table} WHERE {lower} AND ({keys}) <= ({params}) ORDER BY {keys} LIMIT %s),
-     changed AS (UPDATE {table} AS t SET {assignment} FROM b WHERE {join} AND ({pending}) RETURNING 1)
-SELECT (SELECT count(*) FROM b), (SELECT count(*) FROM changed),
-       (SELECT ARRAY[{last}] FROM b ORDER BY {order_desc} LIMIT 1)""").format(
-            batch_keys=batch_keys, table=self.table, lower=lower, keys=self.key_list, params=self.params,
-            assignment=sql.SQL(self.job.assignment), join=join, pending=sql.SQL(self.job.pending), last=last,
-            order_desc=order_desc)
+        desc = sql.SQL(", ").join(sql.SQL("{} DESC").format(sql.Identifier(k)) for k in self.job.key)
+        query = sql.SQL("SELECT ARRAY[{key_text}], count(*) OVER () FROM (SELECT {keys} FROM {table} WHERE {lower} "
+                        "AND ({keys}) <= ({params}) ORDER BY {keys} LIMIT %s) AS b ORDER BY {desc} LIMIT 1").format(
+            key_text=self.key_text, keys=self.key_list, table=self.table, lower=lower, params=self.params, desc=desc)
         return query, [*params, *upper, limit]
+
+    def update(self, after: Key | None, last: Key) -> tuple[sql.Composable, list]:
+        """The no-op UPDATE of the still-pending rows in (after, last]: a key range scan, the trigger writes."""
+        lower, params = self._after(after)
+        query = sql.SQL("UPDATE {table} SET {assignment} WHERE {lower} AND ({keys}) <= ({params}) AND ({pending})").format(
+            table=self.table, assignment=sql.SQL(self.job.assignment), lower=lower, keys=self.key_list,
+            params=self.params, pending=sql.SQL(self.job.pending))
+        return query, [*params, *last]
 
     def peek(self, after: Key | None) -> tuple[sql.Composable, list]:
         lower, params = self._after(after)
@@ -231,10 +228,13 @@ def _walk(conn: psycopg.Connection, walk: _Walk, job: Backfill, table: sql.Compo
           estimate: int) -> BatchStats:
     def step(c: psycopg.Connection, after: Key | None, limit: int) -> BatchOutcome:
         after = after if after is not None else start
-        query, params = walk.batch(after, upper, limit)
-        walked, changed, last = c.execute(query, params).fetchone()
-        if not walked:
+        query, params = walk.bound(after, upper, limit)
+        found = c.execute(query, params).fetchone()
+        if found is None:
             return BatchOutcome(0, None)
+        last, walked = found
+        query, params = walk.update(after, tuple(last))
+        changed = c.execute(query, params).rowcount
         c.execute(sql.SQL("UPDATE {} SET last_key = %s, rows_walked = rows_walked + %s, rows_updated = rows_updated"
                           " + %s, updated_at = now() WHERE version = %s AND op_index = %s").format(table),
                   (last, walked, changed, *ident))

@@ -22,6 +22,7 @@ from pgwarden.core.migrations.snapshot import Catalog, catalog_from_json, catalo
 from pgwarden.core.migrations.spec import DropIndex, MigrationSpec, parse_spec
 from pgwarden.core.migrations.steps import PHASES, MigrationPlan, PlanError
 from pgwarden.engine.control import control_table, ensure_control_schema
+from pgwarden.engine.errors import PermanentError
 from pgwarden.engine.migrations.backfill import (
     DEFAULT_BACKFILL,
     BackfillResult,
@@ -75,13 +76,24 @@ def _tables(conn: psycopg.Connection, spec: MigrationSpec):
     return tuple(names)
 
 
-def _stored_catalog(conn: psycopg.Connection, spec: MigrationSpec) -> Catalog | None:
+def _state(conn: psycopg.Connection, spec: MigrationSpec) -> tuple[Catalog, bool] | None:
+    """The stored pre-migration catalog and whether contract completed, or None before the first expand."""
     exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f"pgwarden.{STATE}",)).fetchone()[0]
     if not exists:
         return None
-    row = conn.execute(sql.SQL("SELECT catalog FROM {} WHERE version = %s").format(control_table(STATE)),
-                       (spec.version,)).fetchone()
-    return catalog_from_json(row[0]) if row else None
+    row = conn.execute(sql.SQL("SELECT catalog, contracted_at IS NOT NULL FROM {} WHERE version = %s")
+                       .format(control_table(STATE)), (spec.version,)).fetchone()
+    return (catalog_from_json(row[0]), row[1]) if row else None
+
+
+def _require(conn: psycopg.Connection, spec: MigrationSpec, phase: str, *, expanded: bool) -> None:
+    state = _state(conn, spec)
+    if expanded and state is None:
+        raise PermanentError(f"{spec.file}: {phase} needs expand to have run first (no stored state in "
+                             f"pgwarden.{STATE} for version {spec.version}); run expand")
+    if state is not None and state[1] and phase != "contract":
+        raise PermanentError(f"{spec.file}: contract already completed; {phase} cannot run any more "
+                             f"(write a new migration to change the table again)")
 
 
 def check_expressions(conn: psycopg.Connection, plan: MigrationPlan) -> None:
@@ -109,7 +121,8 @@ def lint_plan(migration: MigrationPlan, *, pg_version: str | None = None) -> lis
 
 def plan(conn: psycopg.Connection, spec: MigrationSpec, *, store: bool = False) -> MigrationPlan:
     """Plan ``spec``: against the stored pre-migration catalog if expand ran before, else the live one."""
-    catalog = _stored_catalog(conn, spec)
+    state = _state(conn, spec)
+    catalog = state[0] if state else None
     fresh = catalog is None
     if fresh:
         catalog = read_catalog(conn, _tables(conn, spec))
@@ -121,7 +134,8 @@ def plan(conn: psycopg.Connection, spec: MigrationSpec, *, store: bool = False) 
             with conn.transaction():
                 ensure_control_schema(conn)
                 conn.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} (version text PRIMARY KEY, name text NOT NULL, "
-                                     "catalog jsonb NOT NULL, stored_at timestamptz NOT NULL DEFAULT now())")
+                                     "catalog jsonb NOT NULL, stored_at timestamptz NOT NULL DEFAULT now(), "
+                                     "contracted_at timestamptz)")
                              .format(control_table(STATE)))
                 conn.execute(sql.SQL("INSERT INTO {} (version, name, catalog) VALUES (%s, %s, %s) "
                                      "ON CONFLICT (version) DO NOTHING").format(control_table(STATE)),
@@ -138,6 +152,7 @@ def expand(target: PgTarget, path: Path, *, ddl: DdlSettings = DEFAULT_DDL,
            log: Callable[[str], None] = print) -> PhaseResult:
     spec = read_spec(path)
     with _open(target) as conn:
+        _require(conn, spec, "expand", expanded=False)
         migration = plan(conn, spec, store=True)
         with conn.transaction():
             ensure_control_schema(conn)  # the dual-write functions live there
@@ -150,6 +165,7 @@ def backfill(target: PgTarget, path: Path, *, settings: BackfillSettings = DEFAU
     spec = read_spec(path)
     result = PhaseResult("backfill", path.name)
     with _open(target) as conn:
+        _require(conn, spec, "backfill", expanded=True)
         migration = plan(conn, spec)
         for index, job in migration.backfills():
             result.backfills.append(run_backfill(conn, spec.version, index, job, settings=settings, log=log))
@@ -160,8 +176,12 @@ def contract(target: PgTarget, path: Path, *, ddl: DdlSettings = DEFAULT_DDL,
              log: Callable[[str], None] = print) -> PhaseResult:
     spec = read_spec(path)
     with _open(target) as conn:
+        _require(conn, spec, "contract", expanded=True)
         migration = plan(conn, spec)
         stats = run_steps(conn, migration.steps("contract"), what=f"{path.name} contract", settings=ddl, log=log)
+        with conn.transaction():
+            conn.execute(sql.SQL("UPDATE {} SET contracted_at = coalesce(contracted_at, now()) WHERE version = %s")
+                         .format(control_table(STATE)), (spec.version,))
     return PhaseResult("contract", path.name, ddl=stats)
 
 
@@ -169,6 +189,7 @@ def rollback(target: PgTarget, path: Path, *, ddl: DdlSettings = DEFAULT_DDL,
              log: Callable[[str], None] = print) -> PhaseResult:
     spec = read_spec(path)
     with _open(target) as conn:
+        _require(conn, spec, "rollback", expanded=False)
         migration = plan(conn, spec)
         stats = run_steps(conn, migration.steps("rollback"), what=f"{path.name} rollback", settings=ddl, log=log)
         with conn.transaction():
