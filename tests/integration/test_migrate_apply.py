@@ -254,3 +254,71 @@ def test_one_active_expand_contract_migration_per_table(db, tmp_path) -> None:
         hist.start_phase(conn, second, "expand", run, tables=["public.sessions", "public.users"])
         rows = {r.version: r for r in hist.read_history(conn)}
     assert rows[2].target_table == "public.sessions, public.users" and rows[1].status == "applied"
+
+
+def test_demo_migrations_apply_to_the_demo_schema_and_stop_before_expand_contract(db, repo) -> None:
+    root = Path(__file__).resolve().parents[2]
+    with connect(db) as conn:
+        psycopg.ClientCursor(conn).execute((root / "include/sql/demo/schema.sql").read_text())
+    config = MigrationsConfig(path=str(root / "include/sql/migrations/appdb"))
+    result = apply_pending(db, repo, "appdb", config, log=lambda _: None)
+    assert [a["version"] for a in result.applied] == [1]
+    assert result.stopped_at == "002_rename_users_email" and result.pending == 2
+    assert scalar(db, "SELECT to_regclass('user_preferences') IS NOT NULL")
+    assert [r["version"] for r in rollback_to(db, repo, "appdb", config, 0, log=lambda _: None).rolled_back] == [1]
+    assert scalar(db, "SELECT to_regclass('user_preferences') IS NULL")
+
+
+def test_lock_timeout_retries_until_a_long_transaction_ends(db, repo, tmp_path) -> None:
+    folder = tmp_path / "m"
+    config = write(folder, {"001_accounts.sql": CREATE_ACCOUNTS, "001_accounts.down.sql": DROP_ACCOUNTS})
+    apply_pending(db, repo, "appdb", config, log=lambda _: None)
+    write(folder, {"002_nickname.sql": ADD_NICKNAME, "002_nickname.down.sql": DROP_NICKNAME})
+    holder = psycopg.connect(**db.conninfo_params())
+    holder.execute("SELECT count(*) FROM accounts")  # ACCESS SHARE until this transaction ends
+    logs: list[str] = []
+    retried = threading.Event()
+    done: dict[str, object] = {}
+
+    def log(message: str) -> None:
+        logs.append(message)
+        if "lock not granted" in message:
+            retried.set()
+
+    def applier() -> None:
+        done["result"] = apply_pending(db, repo, "appdb", config, log=log)
+
+    thread = threading.Thread(target=applier)
+    thread.start()
+    assert retried.wait(60), logs
+    holder.commit()  # the long transaction ends: the next attempt gets its lock
+    holder.close()
+    thread.join(60)
+    applied = done["result"].applied  # type: ignore[union-attr]
+    assert [a["version"] for a in applied] == [2] and applied[0]["attempts"] > 1
+    assert scalar(db, "SELECT count(*) FROM information_schema.columns WHERE column_name = 'nickname'") == 1
+
+
+def test_a_failure_never_quotes_row_values(db, repo, tmp_path) -> None:
+    config = write(tmp_path / "m", {
+        "001_accounts.sql": CREATE_ACCOUNTS, "001_accounts.down.sql": DROP_ACCOUNTS,
+        "002_cast.sql": "UPDATE accounts SET id = email::bigint;\n", "002_cast.down.sql": "SELECT 1;\n"})
+    with pytest.raises(PermanentError) as failed:
+        apply_pending(db, repo, "appdb", config, log=lambda _: None)
+    assert "002_cast.sql:1: failed with SQLSTATE 22P02" in str(failed.value)
+    assert "example.org" not in str(failed.value) and failed.value.__cause__ is None
+
+
+def test_applier_lock_wait_runs_out_naming_the_holder(db) -> None:
+    from datetime import timedelta
+
+    from pgwarden.engine.errors import TransientError
+    from pgwarden.engine.migrations.history import applier_lock
+
+    with connect(db) as first, connect(db) as second, applier_lock(first, "appdb", timedelta(seconds=1)):
+        holder = first.info.backend_pid
+        with pytest.raises(TransientError, match=rf"backend pid {holder}\) still holds the lock"):
+            with applier_lock(second, "appdb", timedelta(milliseconds=100)):
+                pass
+        with applier_lock(second, "otherdb", timedelta(milliseconds=100)):  # another database: no wait
+            pass

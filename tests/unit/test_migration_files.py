@@ -92,3 +92,18 @@ def test_statements_lines_and_locks():
     assert lock_for("CREATE TABLE p (id bigint REFERENCES users (id))")[0] == "SHARE ROW EXCLUSIVE"
     assert lock_for("ALTER TABLE a ADD CONSTRAINT f FOREIGN KEY (b) REFERENCES c")[0] == "SHARE ROW EXCLUSIVE"
     assert lock_for("LOCK TABLE a IN ROW EXCLUSIVE MODE")[0] == "ROW EXCLUSIVE"
+
+
+def test_migrations_folder_is_read_beside_the_config_file():
+    from pgwarden.core.config import parse_config
+
+    text = ("databases:\n  a: {conn_id: c, repository: {url: 'file:///r'}}\n"
+            "  b: {conn_id: c, repository: {url: 'file:///r'}, migrations: {path: db/b, lint_exclude: [x]}}\n"
+            "  c: {conn_id: c, repository: {url: 'file:///r'}, migrations: {path: /srv/m}}\n"
+            "  d: {conn_id: c, repository: {url: 'file:///r'}, migrations: {lock_timout: 1s}}\n")
+    config = parse_config(text, "/etc/pgwarden/pgwarden.yaml")
+    assert config.databases["a"].migrations.path == "/etc/pgwarden/sql/migrations/a"
+    assert config.databases["b"].migrations.path == "/etc/pgwarden/db/b"
+    assert config.databases["c"].migrations.path == "/srv/m"
+    assert "databases.d.migrations.lock_timout: unknown key; did you mean `lock_timeout`?" in str(
+        config.broken["d"][0])

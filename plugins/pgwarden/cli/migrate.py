@@ -53,6 +53,25 @@ def _operations(migration) -> list[str]:
     return lines
 
 
+def _phase_plan(db, path) -> str | None:
+    """Print the SQL of every phase with its locks (the operations' planner, against the live catalog).
+
+    Returns the plan's error instead (a missing table, an expression the server rejects, a lint finding).
+    Each migration is planned against the catalog as it is now, not as earlier pending ones would leave it.
+    """
+    from pgwarden.cli.connections import pg_target
+    from pgwarden.core.migrations.steps import PlanError
+    from pgwarden.engine.errors import PgwardenError
+    from pgwarden.engine.migrations.expand_contract import render_plan
+
+    try:
+        text = render_plan(pg_target(db.conn_id), path)
+    except (PlanError, PgwardenError) as exc:
+        return f"{path.name}: cannot be planned against the database as it is now: {exc}"
+    print("      " + text.rstrip("\n").replace("\n", "\n      "))
+    return None
+
+
 def status(args: argparse.Namespace) -> int:
     from pgwarden.core.migrations.file import check_against_history
 
@@ -105,13 +124,17 @@ def plan(args: argparse.Namespace) -> int:
                   "their own gated DAG, never in <db>.migrate")
             for line in _operations(migration):
                 print(f"   {line}")
+            if not args.offline:
+                problem = _phase_plan(db, folder / migration.up_file)
+                if problem:
+                    refusals.append(problem)
             continue
         print("   restore point first; then one transaction, each statement with lock_timeout "
               f"{db.migrations.lock_timeout.total_seconds():g}s, retried on lock timeout; "
               f"rollback: {migration.down_file}")
         for statement in split_statements(migration.up_text):
             mode, what = statement.lock
-            print(f"   line {statement.line}: {mode} on {what} (blocks {BLOCKS.get(mode, 'see docs')})")
+            print(f"   line {statement.line}: {mode} on {what}; blocks {BLOCKS.get(mode, 'see the docs')}")
             print("      " + statement.text.replace("\n", "\n      "))
         found = lint_migration(migration, db.migrations)
         findings += found

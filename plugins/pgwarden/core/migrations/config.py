@@ -25,8 +25,8 @@ class MigrationsConfig(Strict):
         default_factory=list,
         description="squawk rules to skip for this database, besides the ones pgwarden's runner makes safe",
     )
-    lock_timeout: Duration = Field(default=timedelta(seconds=1), description="per DDL statement")
-    statement_timeout: Duration = Field(default=timedelta(minutes=10), description="per migration transaction")
+    lock_timeout: Duration = Field(default=timedelta(seconds=1), description="per statement: wait this long for a lock")
+    statement_timeout: Duration = Field(default=timedelta(minutes=10), description="per statement: run this long")
     lock_retries: int = Field(default=10, ge=0, le=1000, description="retries of a migration on lock timeout")
 
 

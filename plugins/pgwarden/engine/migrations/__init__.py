@@ -1,1 +1,1 @@
-"""Migrations against a managed database: lint, history, applying plain migrations."""
+"""Migrations against a managed database: lint, history, plain apply/rollback, online DDL, expand/contract."""

@@ -5,7 +5,7 @@ Each plain migration, in version order:
 1. lint (squawk) its up and down files: a finding refuses it, naming rule, file and line;
 2. a restore point ``pgwarden_migrate_NNN_<time>`` (``pg_create_restore_point``, also recorded in the
    repository), written into its history row with status ``running``, so a PITR target is one copy away;
-3. its SQL and the history row's ``applied`` mark in ONE transaction, with ``lock_timeout`` per statement
+3. its SQL and the history row's ``applied`` mark in ONE transaction, each statement with ``lock_timeout``
    and ``statement_timeout``, retried on lock timeout (55P03) with backoff and jitter (online_ddl.run_ddl).
 
 A migration is therefore applied exactly once: killed before the commit, nothing of it stays and the
@@ -117,14 +117,18 @@ def _failure(exc: psycopg.Error, file: str, sent: list[Statement]) -> PermanentE
         statement = sent[-1]
         inside = int(diag.statement_position or 1) - 1
         line = f":{statement.line + statement.text.count(chr(10), 0, inside)}"
+    primary = diag.message_primary or type(exc).__name__
+    if (exc.sqlstate or "").startswith("22"):
+        # Data exceptions quote the offending value ('invalid input syntax for type integer: "..."').
+        primary = f"{type(exc).__name__} (a value in the table does not fit; the message is withheld: it quotes it)"
     hint = ""
     if exc.sqlstate == "25001":
         hint = " Statements that cannot run in a transaction (CONCURRENTLY) belong in an expand/contract " \
                "migration (NNN_name.yaml, e.g. create_index)."
     return PermanentError(
-        f"{file}{line}: failed with SQLSTATE {exc.sqlstate}: {diag.message_primary or type(exc).__name__}; "
-        f"nothing of it was applied (one transaction). Fix it in a new commit of that file (it is not applied, "
-        f"so it may change) and run again.{hint}")
+        f"{file}{line}: failed with SQLSTATE {exc.sqlstate}: {primary}; "
+        f"nothing of this file's changes stayed (one transaction), so the file may still change: fix it and "
+        f"run again.{hint}")
 
 
 def apply_pending(
@@ -177,7 +181,7 @@ def _apply_one(conn, target, repo, database, migration: MigrationFile, settings:
         if conn.broken:
             raise classify(exc, f"applying {migration.up_file}") from exc
         hist.fail_phase(conn, migration.version, "apply", run, exc.sqlstate)
-        raise _failure(exc, migration.up_file, sent) from exc
+        raise _failure(exc, migration.up_file, sent) from None  # the chained error's DETAIL may quote rows
     log(f"{migration.label}: applied ({outcome.attempts} attempt(s))")
     return {"version": migration.version, "name": migration.name, "restore_point": point,
             "restore_point_lsn": lsn, "attempts": outcome.attempts}
@@ -229,7 +233,7 @@ def rollback_to(
                     if conn.broken:
                         raise classify(exc, f"running {migration.down_file}") from exc
                     hist.add_event(conn, row.version, "rollback", "failed", run, sqlstate=exc.sqlstate)
-                    raise _failure(exc, migration.down_file or "", sent) from exc
+                    raise _failure(exc, migration.down_file or "", sent) from None
                 log(f"{migration.label}: rolled back with {migration.down_file}")
                 result.rolled_back.append({"version": row.version, "name": row.name, "restore_point": point,
                                            "restore_point_lsn": lsn})

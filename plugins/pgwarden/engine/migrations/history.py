@@ -143,6 +143,7 @@ def applier_lock(conn: psycopg.Connection, database: str, wait: timedelta) -> It
     A second applier waits here, then finds the migrations the first one applied already in the history.
     """
     key = f"{APPLIER_LOCK_KEY}.{database}"
+    session_lock_timeout = conn.execute("SELECT current_setting('lock_timeout')").fetchone()[0]
     try:
         conn.execute("SELECT set_config('lock_timeout', %s, false)", (f"{int(wait.total_seconds() * 1000)}ms",))
         conn.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", (key,))
@@ -155,7 +156,7 @@ def applier_lock(conn: psycopg.Connection, database: str, wait: timedelta) -> It
             f"after {wait}; it is applying migrations: wait for it, then retry") from None
     finally:
         if not conn.broken:
-            conn.execute("RESET lock_timeout")
+            conn.execute("SELECT set_config('lock_timeout', %s, false)", (session_lock_timeout,))
     try:
         yield
     finally:
