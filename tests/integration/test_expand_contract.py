@@ -248,3 +248,23 @@ def test_expand_behind_a_long_transaction_retries_while_the_application_keeps_fl
     # Queued behind the waiting ALTER for at most one lock timeout each time (slack for a loaded machine).
     assert len(waits) > 10 and max(waits) < settings.lock_timeout.total_seconds() + 1.5
     assert ask(server, "SELECT count(*) = 1 FROM pg_trigger WHERE NOT tgisinternal")
+
+
+def test_the_demo_expand_contract_migrations_run_on_the_demo_schema(server) -> None:
+    root = Path(__file__).resolve().parents[2]
+    with connect(server.target()) as conn:
+        conn.execute("DROP SCHEMA IF EXISTS public CASCADE; DROP SCHEMA IF EXISTS pgwarden CASCADE; "
+                     "CREATE SCHEMA public")
+        psycopg.ClientCursor(conn).execute((root / "include/sql/demo/schema.sql").read_text())
+        conn.execute("SET pgwarden.demo_users = 300; SET pgwarden.demo_sessions_per_user = 1")
+        conn.execute((root / "include/sql/demo/seed.sql").read_text())
+        conn.execute("ANALYZE")
+    quiet = lambda _: None  # noqa: E731
+    for name in ("002_rename_users_email.yaml", "003_index_orders_status.yaml"):
+        path = root / "include/sql/migrations/appdb" / name
+        for phase in (ec.expand, ec.backfill, ec.contract):
+            phase(server.target(), path, log=quiet)
+    assert ask(server, "SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'users'::regclass "
+                       "AND attname = 'email_address' AND NOT attisdropped)")
+    assert leftovers(server) == []
+    assert ask(server, "SELECT count(*) = 300 AND count(email_address) = 300 FROM users")
