@@ -190,3 +190,33 @@ def test_backfill_waits_while_the_server_is_busier_than_its_limit_then_gives_up_
     assert scalar(server, PENDING_RENAME) == 100  # nothing written while throttled
     result = ec.backfill(server.target(), path, log=lambda _: None).backfills[0]
     assert result.finished and scalar(server, PENDING_RENAME) == 0
+
+
+def test_backfill_waits_while_the_standby_replay_lags(server, tmp_path) -> None:
+    from datetime import timedelta
+
+    from pgwarden.engine.errors import TransientError
+    from pgwarden.engine.migrations.backfill import BackfillSettings
+    from tests.harness.standby import hot_standby
+
+    reset(server, 100)
+    path = tmp_path / "024_rename.yaml"
+    path.write_text(RENAME)
+    ec.expand(server.target(), path, log=lambda _: None)
+    with hot_standby(server) as standby:
+        settings = BackfillSettings(standby=standby.target(), max_replay_lag=timedelta(milliseconds=100),
+                                    throttle_check_every=timedelta(milliseconds=100),
+                                    max_throttle_wait=timedelta(milliseconds=600))
+        with connect(standby.target()) as conn:
+            conn.execute("SELECT pg_wal_replay_pause()")
+        with connect(server.target()) as conn:  # WAL the paused standby receives but does not replay
+            conn.execute("CREATE TABLE IF NOT EXISTS lag_maker (x int); INSERT INTO lag_maker VALUES (1)")
+        log: list[str] = []
+        with pytest.raises(TransientError, match="standby replay lag"):
+            ec.backfill(server.target(), path, settings=settings, log=log.append)
+        assert scalar(server, PENDING_RENAME) == 100  # nothing written while the standby lagged
+        with connect(standby.target()) as conn:
+            conn.execute("SELECT pg_wal_replay_resume()")
+        result = ec.backfill(server.target(), path, settings=settings, log=log.append).backfills[0]
+    assert result.finished and scalar(server, PENDING_RENAME) == 0
+    assert any("backfill throttled: standby replay lag" in line for line in log)
