@@ -47,3 +47,12 @@ def longest_interval(expression: str, samples: int = 120) -> timedelta:
     it = croniter(cron, datetime(2026, 1, 1, tzinfo=timezone.utc))
     times = [it.get_next(datetime) for _ in range(samples)]
     return max(b - a for a, b in zip(times, times[1:], strict=False))
+
+
+@cache
+def shortest_interval(expression: str, samples: int = 120) -> timedelta:
+    """The shortest gap between two runs of a schedule (when the next run is due at the earliest)."""
+    cron = PRESETS.get(expression.strip(), expression.strip())
+    it = croniter(cron, datetime(2026, 1, 1, tzinfo=timezone.utc))
+    times = [it.get_next(datetime) for _ in range(samples)]
+    return min(b - a for a, b in zip(times, times[1:], strict=False))
