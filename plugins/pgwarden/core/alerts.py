@@ -11,12 +11,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import BeforeValidator, Field, PlainSerializer, field_validator
 
-from pgwarden.core.config_types import ConnId, Duration, Strict
+from pgwarden.core.config_types import ConnId, Strict
 from pgwarden.core.schedule import shortest_interval
+from pgwarden.core.units import parse_duration
 
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
 
@@ -61,7 +62,17 @@ class NotifyConfig(Strict):
         return [name for name in ("email", "webhook") if getattr(self, name) is not None]
 
 
-Window = Duration | Literal["off"] | None
+def _window(value: Any) -> Any:
+    """A duration, or ``off`` (YAML reads a bare ``off`` as false), or unset."""
+    if value is None or isinstance(value, timedelta):
+        return value
+    if value is False or value == "off":
+        return "off"
+    return parse_duration(value)
+
+
+Window = Annotated[timedelta | Literal["off"] | None, BeforeValidator(_window),
+                   PlainSerializer(lambda v: v.total_seconds() if isinstance(v, timedelta) else v, when_used="json")]
 
 
 class DeadlinesConfig(Strict):
