@@ -11,7 +11,7 @@ README ("Operating") lists every name.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -37,13 +37,14 @@ def metric_name(name: str, database: str) -> str:
     return normalize_name_for_stats(f"pgwarden.{name}.{database}")
 
 
-def emit(metrics: Iterable[Metric], *, database: str, dag_id: str) -> None:
-    """Send ``metrics``; a metrics problem is logged and never fails the task that measured them."""
+def emit(measure: Callable[[], Iterable[Metric]], *, database: str, dag_id: str) -> None:
+    """Send what ``measure()`` returns; a metrics problem (even a bug in ``measure``) is logged and never
+    fails the task that measured them: a good backup retried for a lost metric would be a second backup."""
     try:
         from airflow.sdk.observability import stats
 
         _ensure_initialized()
-        for metric in metrics:
+        for metric in measure():
             name = metric_name(metric.name, database)
             tags = {"database": database, "dag_id": dag_id, **metric.tags}
             if metric.kind == "timing":

@@ -46,7 +46,7 @@ class PgwardenOperator(BaseOperator):
         except NoBackupYet as exc:
             self.log.warning("skipped: %s", exc)  # Airflow does not log a skip's reason itself
             raise AirflowSkipException(str(exc)) from exc
-        emit(self.metrics(result), database=self.database, dag_id=self.dag_id)
+        emit(lambda: self.metrics(result), database=self.database, dag_id=self.dag_id)
         return result
 
     def run(self, context: Any) -> Any:  # pragma: no cover - abstract
