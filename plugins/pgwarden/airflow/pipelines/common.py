@@ -50,7 +50,7 @@ def pgwarden_dag(
 
     ``db_config`` None is a broken entry's stand-in: it is reported through the defaults' ``notify``.
     """
-    notify = (db_config.notify if db_config and db_config.notify else None) or defaults.notify
+    notify = db_config.notify if db_config is not None and db_config.notify is not None else defaults.notify
     deadlines = defaults.deadlines
     if db_config is not None and db_config.deadlines is not None:
         deadlines = db_config.deadlines.merged_over(defaults.deadlines)
