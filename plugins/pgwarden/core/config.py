@@ -23,6 +23,7 @@ from pydantic import (
     model_validator,
 )
 
+from pgwarden.core.alerts import DeadlinesConfig, NotifyConfig
 from pgwarden.core.config_types import ByteSize, ConnId, Cron, Duration, FrequentCron, Strict, TableName
 from pgwarden.core.lifecycle.config import LifecycleConfig
 from pgwarden.core.migrations.config import MigrationsConfig, resolve_folder
@@ -154,6 +155,8 @@ class DatabaseConfig(Strict):
     verify: VerifyConfig = Field(default_factory=VerifyConfig)
     lifecycle: LifecycleConfig = Field(default_factory=LifecycleConfig)
     migrations: MigrationsConfig = Field(default_factory=MigrationsConfig)
+    notify: NotifyConfig | None = Field(default=None, description="replaces defaults.notify for this database")
+    deadlines: DeadlinesConfig | None = Field(default=None, description="overrides defaults.deadlines key by key")
 
     @model_validator(mode="after")
     def _rpo_reachable(self) -> DatabaseConfig:
@@ -174,6 +177,8 @@ class Defaults(Strict):
     owner: str = "pgwarden"
     retries: int = Field(default=2, ge=0, le=20)
     retry_delay: Duration = timedelta(minutes=2)
+    notify: NotifyConfig = Field(default_factory=NotifyConfig)
+    deadlines: DeadlinesConfig = Field(default_factory=DeadlinesConfig)
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Errors the engine raises, split by what an operator should do about them.
 
-Airflow adapters map ``PermanentError`` to ``AirflowFailException`` (no retry) and let
-``TransientError`` retry with backoff. The message always says what to do next.
+Every pgwarden task's retry policy (airflow/operating/retry.py) fails ``PermanentError`` at once and
+retries ``TransientError`` with backoff. The message always says what to do next.
 """
 
 from __future__ import annotations
@@ -16,6 +16,14 @@ class PgwardenError(Exception):
 
 class PermanentError(PgwardenError):
     """Retrying will not help: configuration, permissions, checksums, a missing object."""
+
+
+class CheckFailed(PermanentError):
+    """A check found what is wrong: a healthcheck requirement not met, a restore drill that failed."""
+
+
+class InvalidConfig(PermanentError):
+    """The config entry of the database does not validate (its stand-in DAG's only task raises it)."""
 
 
 class TransientError(PgwardenError):

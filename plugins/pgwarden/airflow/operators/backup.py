@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from pgwarden.airflow.operating.metrics import Metric
 from pgwarden.airflow.operators.base import PgwardenOperator
 
 
@@ -35,3 +36,8 @@ class FullBackupOperator(PgwardenOperator):
             "verification": manifest.verification.method,
             "row_counts": manifest.row_counts.counts if manifest.row_counts else {},
         }
+
+    def metrics(self, result: dict[str, object]) -> list[Metric]:
+        return [Metric("backup_full.stored_bytes", float(result["stored_bytes"])),  # type: ignore[arg-type]
+                Metric("backup_full.database_bytes", float(result["database_size_bytes"])),  # type: ignore[arg-type]
+                Metric("backup_full.duration_seconds", float(result["duration_seconds"]))]  # type: ignore[arg-type]

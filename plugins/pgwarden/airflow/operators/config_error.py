@@ -8,7 +8,7 @@ from airflow.sdk import BaseOperator
 
 
 class ConfigErrorOperator(BaseOperator):
-    """Fails every run with the entry's validation message (permanent: no retries, no skip)."""
+    """Fails every run with the entry's validation message (permanent: the retry policy fails it at once)."""
 
     ui_color = "#e05a4f"
 
@@ -17,6 +17,6 @@ class ConfigErrorOperator(BaseOperator):
         self.message = message
 
     def execute(self, context: Any) -> None:
-        from airflow.sdk.exceptions import AirflowFailException
+        from pgwarden.engine.errors import InvalidConfig
 
-        raise AirflowFailException(self.message)
+        raise InvalidConfig(self.message)

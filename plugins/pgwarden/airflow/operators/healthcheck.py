@@ -15,16 +15,15 @@ class HealthcheckOperator(PgwardenOperator):
     """
 
     def run(self, context: Any) -> dict[str, object]:
-        from airflow.sdk.exceptions import AirflowFailException
-
         from pgwarden.airflow.hooks import pg_target
+        from pgwarden.engine.errors import CheckFailed
         from pgwarden.engine.healthcheck import check_database
 
         report = check_database(self.database, self.db_config, pg_target, self.repository)
         self.log.info("healthcheck of %s:\n%s", self.database, report.render())
         if not report.ok:
             problems = "\n".join(f.line() for f in report.failures)
-            raise AirflowFailException(
+            raise CheckFailed(
                 f"{self.database}: {len(report.failures)} requirement(s) not met:\n{problems}"
             )
         return report.summary()

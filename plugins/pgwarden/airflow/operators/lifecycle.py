@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from pgwarden.airflow.operating.metrics import Metric
 from pgwarden.airflow.operators.base import PgwardenOperator
 
 
@@ -76,6 +77,9 @@ class PurgePolicyOperator(PgwardenOperator):
                              self.policy, policy.batch.max_run_time)
         return summary
 
+    def metrics(self, result: dict[str, Any]) -> list[Metric]:
+        """Rows deleted by this policy's run, foreign-key children included (a counter: add them up)."""
+        return [Metric("ttl_purge.rows_deleted", result["rows_total"], "incr", tags={"policy": self.policy})]
 
     def archive_then_delete(self, context: Any, policy: Any) -> dict[str, object]:
         """The purge with the main table archived to the repository first (engine/lifecycle/archive.py)."""

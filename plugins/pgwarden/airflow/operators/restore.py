@@ -6,6 +6,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from pgwarden.airflow.operating.metrics import Metric
 from pgwarden.airflow.operators.base import PgwardenOperator
 from pgwarden.core.units import format_size
 
@@ -73,9 +74,8 @@ class RestoreDrillOperator(PgwardenOperator):
         self.scratch = scratch
 
     def run(self, context: Any) -> dict[str, object]:
-        from airflow.sdk.exceptions import AirflowFailException
-
         from pgwarden.engine.drill import run_drill
+        from pgwarden.engine.errors import CheckFailed
 
         params = context["params"]
         repo = self.repository()
@@ -96,9 +96,18 @@ class RestoreDrillOperator(PgwardenOperator):
         failed = [e for e in results if not e.passed]
         if failed:
             lines = [f"{e.drill_id}: " + "; ".join(e.failures()) for e in failed]
-            raise AirflowFailException("restore drill failed (evidence written to drills/ in the repository):\n"
+            raise CheckFailed("restore drill failed (evidence written to drills/ in the repository):\n"
                                        + "\n".join(lines))
         return {"drills": [e.to_json_dict() for e in results]}
+
+    def metrics(self, result: dict[str, Any]) -> list[Metric]:
+        """Measured RTO and RPO of each drill; the oldest-backup drill's under ``verify_restore.old.``."""
+        figures = []
+        for drill in result["drills"]:
+            prefix = "verify_restore" if drill["kind"] == "newest" else f"verify_restore.{drill['kind']}"
+            figures += [Metric(f"{prefix}.{name}", drill[name], tags={"kind": drill["kind"]})
+                        for name in ("rto_seconds", "rpo_seconds") if drill.get(name) is not None]
+        return figures
 
 
     def on_kill(self) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
+from pgwarden.airflow.operating.metrics import Metric
 from pgwarden.airflow.operators.base import PgwardenOperator
 
 
@@ -34,6 +35,12 @@ class CollectWalOperator(PgwardenOperator):
             )
         return result.to_json_dict()
 
+    def metrics(self, result: dict[str, Any]) -> list[Metric]:
+        return [Metric("backup_incremental.wal_bytes_uploaded", result["bytes_uploaded"], "incr"),
+                Metric("backup_incremental.wal_segments_uploaded", result["segments_uploaded"], "incr"),
+                Metric("backup_incremental.duration_seconds", result["seconds"]),
+                Metric("backup_incremental.slot_retained_bytes", result["slot_retained_bytes"])]
+
 
 class CheckWalChainOperator(PgwardenOperator):
     """Fail loudly when WAL from the oldest point-in-time backup to now has a gap, naming the segment."""
@@ -51,3 +58,12 @@ class CheckWalChainOperator(PgwardenOperator):
         if not report.ok:
             raise PermanentError(report.message)
         return report.to_json_dict()
+
+    def metrics(self, result: dict[str, Any]) -> list[Metric]:
+        """RPO exposure: how much would be lost if the server died now, i.e. the age of the newest restore
+        point that WAL in the repository replays to without a gap."""
+        point = result.get("reachable_point")
+        if not point:
+            return []
+        age = datetime.now(timezone.utc) - datetime.fromisoformat(point["created_at"])
+        return [Metric("backup_incremental.rpo_exposure_seconds", max(age.total_seconds(), 0.0))]

@@ -7,6 +7,10 @@ from typing import Any
 
 from airflow.sdk import DAG, CronTriggerTimetable
 
+from pgwarden.airflow.operating.deadlines import deadline_alerts
+from pgwarden.airflow.operating.notify import FailureNotifier
+from pgwarden.airflow.operating.retry import RETRY_POLICY
+from pgwarden.core.alerts import deadline_window
 from pgwarden.core.config import DatabaseConfig, Defaults
 
 
@@ -40,15 +44,29 @@ def pgwarden_dag(
     description: str,
     **kwargs: Any,
 ) -> DAG:
-    """A DAG with pgwarden's naming, tags, ownership, retry policy and no overlapping runs."""
+    """A DAG with pgwarden's naming, tags, ownership and no overlapping runs, and what operating it needs
+    (``airflow/operating``): on every task the retry policy (permanent errors fail at once, transient ones
+    retry with exponential backoff) and the failure notifier; on a scheduled DAG a deadline alert.
+
+    ``db_config`` None is a broken entry's stand-in: it is reported through the defaults' ``notify``.
+    """
+    notify = db_config.notify if db_config is not None and db_config.notify is not None else defaults.notify
+    deadlines = defaults.deadlines
+    if db_config is not None and db_config.deadlines is not None:
+        deadlines = db_config.deadlines.merged_over(defaults.deadlines)
+    window = deadline_window(concern, schedule, deadlines.configured(concern),
+                             rto_target=db_config.verify.rto_target if db_config else None)
     default_args = {
         "owner": db_config.owner if db_config else defaults.owner,  # None: a broken entry's stand-in
         "retries": defaults.retries,
         "retry_delay": defaults.retry_delay,
         "retry_exponential_backoff": 2.0,
         "max_retry_delay": timedelta(minutes=30),
+        "retry_policy": RETRY_POLICY,
+        "on_failure_callback": FailureNotifier(notify),
     }
     default_args.update(kwargs.pop("default_args", {}))
+    kwargs.setdefault("deadline", deadline_alerts(dag_id(database, concern), window, notify) or None)
     return DAG(
         dag_id=dag_id(database, concern),
         description=description,

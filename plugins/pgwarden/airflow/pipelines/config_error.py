@@ -26,6 +26,10 @@ alerts fire instead of backups silently stopping.
 
 {issues}
 
+**What it touches.** Nothing: no server, no repository, no connection is used.
+
+**Run it by hand.** There is nothing to run: fix the entry; a manual run fails like a scheduled one.
+
 **When it fails.** Always, until the entry is fixed. Fix the keys named above, check the file with
 `pgwarden config validate`, and at the next parse this DAG disappears and `{database}`'s DAGs return.
 """

@@ -66,6 +66,9 @@ the target).
 **What it touches.** Reads the repository, writes `destination`. Production is never contacted and the
 restored server never archives (`archive_mode = off`).
 
+**Run it by hand.** It only runs by hand: Trigger DAG w/ config, fill in the params above, then approve the
+plan under **Required actions** (or reject it: nothing is downloaded).
+
 **When it fails.** The plan task says why the target is unreachable (before the oldest backup, beyond
 the newest WAL — with the newest reachable point) before anything is downloaded. Without Airflow, the
 same restore is `pgwarden restore {database} --to DIR ...` (README, "Restore runbook").
