@@ -1,0 +1,87 @@
+"""``pgwarden ledger ...``: the erasure ledger of a database, without a scheduler.
+
+``verify DB``       walk the chain in the database, name the first broken or missing entry, and compare
+                    it with the chain exported to the repository; exit 1 when anything disagrees.
+``export DB``       export new entries and the chain head to the repository (what the DAG task does).
+``certificate DB X`` print the erasure certificate of a request id or subject reference (JSON or HTML).
+``reapply DB --to`` after a restore, erase again every subject the exported ledger says was erased
+                    after the restored backup.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from pgwarden.cli.common import database, load, progress
+
+
+def _connect_database(args: argparse.Namespace):
+    from pgwarden.cli.connections import open_repository, pg_target
+    from pgwarden.engine.postgres import connect
+
+    db = database(load(args), args.database)
+    return db, connect(pg_target(db.conn_id), statement_timeout="5min"), open_repository(db.repository)
+
+
+def verify(args: argparse.Namespace) -> int:
+    from pgwarden.engine.lifecycle.ledger_export import verify_ledger
+
+    _, connection, repo = _connect_database(args)
+    with connection as conn:
+        result = verify_ledger(conn, None if args.database_only else repo, args.database)
+    if args.json:
+        print(json.dumps(result.to_json_dict(), indent=2))
+    else:
+        print(render_verification(result))
+    return 0 if result.ok else 1
+
+
+def render_verification(result) -> str:
+    chain = result.chain
+    lines = [f"{result.database}: erasure ledger {'OK' if result.ok else 'BROKEN'}"]
+    lines.append(f"  database chain: {chain.entries} entries"
+                 + (f", head {chain.head_seq} {chain.head_hash[:16]}" if chain.ok else ""))
+    if chain.problem:
+        lines.append(f"  ! database chain breaks at {chain.problem.describe()}")
+    if result.export_chain is not None:
+        lines.append(f"  exported chain: {result.export_chain.entries} entries")
+        if result.export_chain.problem:
+            lines.append(f"  ! exported chain breaks at {result.export_chain.problem.describe()}")
+    if result.comparison is not None:
+        if result.comparison.problem:
+            lines.append(f"  ! database and export disagree at {result.comparison.problem.describe()}")
+        else:
+            lines.append(f"  database agrees with the export; {result.comparison.not_yet_exported} entries "
+                         "not exported yet")
+    lines += [f"  note: {note}" for note in result.notes]
+    return "\n".join(lines)
+
+
+def export(args: argparse.Namespace) -> int:
+    from pgwarden.engine.lifecycle.ledger_export import export_ledger
+
+    db, connection, repo = _connect_database(args)
+    with connection as conn:
+        result = export_ledger(conn, repo, args.database, db.repository, log=progress)
+    print(json.dumps(result.to_json_dict(), indent=2) if args.json else result.summary())
+    return 0
+
+
+def add_parser(sub) -> None:
+    group = sub.add_parser("ledger", help="verify, export and certify the erasure ledger; re-apply erasures "
+                                          "after a restore")
+    commands = group.add_subparsers(dest="ledger_command", required=True)
+
+    command = commands.add_parser("verify", help="walk the ledger chain and compare it with the exported one; "
+                                                 "exit 1 naming the first broken or missing entry")
+    command.add_argument("database")
+    command.add_argument("--database-only", action="store_true",
+                         help="walk the database chain only (no repository comparison)")
+    command.add_argument("--json", action="store_true", help="machine-readable output")
+    command.set_defaults(func=verify)
+
+    command = commands.add_parser("export", help="export new ledger entries and the chain head to the repository")
+    command.add_argument("database")
+    command.add_argument("--json", action="store_true", help="machine-readable output")
+    command.set_defaults(func=export)
