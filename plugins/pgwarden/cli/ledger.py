@@ -68,6 +68,33 @@ def export(args: argparse.Namespace) -> int:
     return 0
 
 
+def certificate(args: argparse.Namespace) -> int:
+    from pgwarden.engine.lifecycle.certificates import certificates, matching
+
+    db, connection, repo = _connect_database(args)
+    with connection as conn:
+        found = certificates(conn, repo, args.database, db, select=matching(args.request))
+    if not found:
+        progress(f"no ledger entry of {args.database} has request id or subject reference {args.request!r}")
+        return 1
+    if args.out:
+        from pathlib import Path
+
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        for cert in found:
+            for extension, body in (("json", cert.to_json()), ("html", cert.to_html())):
+                path = out / f"{args.database}-{cert.entry.seq:012d}.{extension}"
+                path.write_bytes(body)
+                progress(f"wrote {path}")
+    elif args.html:
+        print("\n".join(cert.to_html().decode() for cert in found))
+    else:
+        docs = [cert.to_json_dict() for cert in found]
+        print(json.dumps(docs[0] if len(docs) == 1 else docs, indent=2, sort_keys=True))
+    return 0
+
+
 def add_parser(sub) -> None:
     group = sub.add_parser("ledger", help="verify, export and certify the erasure ledger; re-apply erasures "
                                           "after a restore")
@@ -85,3 +112,12 @@ def add_parser(sub) -> None:
     command.add_argument("database")
     command.add_argument("--json", action="store_true", help="machine-readable output")
     command.set_defaults(func=export)
+
+    command = commands.add_parser("certificate", help="the erasure certificate of a request id or subject "
+                                                      "reference (JSON; --html for the page)")
+    command.add_argument("database")
+    command.add_argument("request", metavar="REQUEST_ID_OR_SUBJECT_REF")
+    form = command.add_mutually_exclusive_group()
+    form.add_argument("--html", action="store_true", help="print the HTML page instead of JSON")
+    form.add_argument("--out", metavar="DIR", help="write <db>-<seq>.json and .html into DIR")
+    command.set_defaults(func=certificate)

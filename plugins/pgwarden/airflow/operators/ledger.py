@@ -28,3 +28,18 @@ class LedgerExportOperator(PgwardenOperator):
                                    log=self.log.info)
         self.log.info("%s", result.summary())
         return result.to_json_dict()
+
+
+class CertificatesOperator(PgwardenOperator):
+    """Write JSON and HTML certificates of new erasure entries to ``<db>/ledger/certificates/``."""
+
+    ui_color = "#5b4b8a"
+
+    def run(self, context: Any) -> dict[str, Any]:
+        from pgwarden.engine.lifecycle.certificates import write_certificates
+        from pgwarden.engine.postgres import connect
+
+        with connect(self.pg_target(), statement_timeout="5min") as conn:
+            result = write_certificates(conn, self.repository(), self.database, self.db_config, log=self.log.info)
+        self.log.info("%s", result.summary())
+        return result.to_json_dict()
