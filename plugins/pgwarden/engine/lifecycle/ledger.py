@@ -1,0 +1,150 @@
+"""The erasure ledger in the database it describes: ``pgwarden.erasure_ledger``, append-only.
+
+Each entry is appended inside the erasure's own per-subject transaction, so the entry exists exactly
+when the erasure committed. Appends are serialized by a transaction-scoped advisory lock (the next
+position and the previous hash are read under it); the UNIQUE previous hash is a second guard should
+anything append without the lock. A row trigger rejects UPDATE and DELETE, a statement trigger
+TRUNCATE, and the application roles hold no privilege on the table. A superuser or the table owner
+can still disable the triggers: ``verify_chain`` and the exported chain (``export.py``) catch that.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from pgwarden.core.lifecycle.ledger import (
+    ChainProblem,
+    ErasureRecord,
+    LedgerEntry,
+    format_time,
+    next_entry,
+)
+from pgwarden.engine.control import control_table, ensure_control_schema
+
+LEDGER_TABLE = "erasure_ledger"
+_GUARD_FUNCTION = "erasure_ledger_append_only"
+_APPEND_LOCK = "pgwarden.erasure_ledger.append"
+_COLUMNS = sql.SQL("seq, prev_hash, entry_hash, record, kind, request_id, subject_ref, erased_at")
+
+
+def ledger_table() -> sql.Composed:
+    return control_table(LEDGER_TABLE)
+
+
+def ensure_ledger(conn: psycopg.Connection, app_roles: Sequence[str] = ()) -> None:
+    """Create the ledger table, its append-only triggers, and revoke privileges. Idempotent.
+
+    ``app_roles``: roles the application connects as; they lose every privilege on the table (as does
+    PUBLIC), so the application can neither write nor read entries. Runs in its own transaction (a
+    savepoint inside the caller's) with a short lock timeout: DDL must not queue behind traffic.
+    """
+    table = ledger_table()
+    guard = control_table(_GUARD_FUNCTION)
+    with conn.transaction():
+        conn.execute("SELECT set_config('lock_timeout', '5s', true)")
+        ensure_control_schema(conn)
+        conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('pgwarden.erasure_ledger.ddl', 0))")
+        conn.execute(sql.SQL(
+            """CREATE TABLE IF NOT EXISTS {} (
+                   seq bigint PRIMARY KEY CHECK (seq > 0),
+                   prev_hash text NOT NULL UNIQUE CHECK (prev_hash ~ '^[0-9a-f]{{64}}$'),
+                   entry_hash text NOT NULL UNIQUE CHECK (entry_hash ~ '^[0-9a-f]{{64}}$'),
+                   record jsonb NOT NULL,
+                   kind text NOT NULL CHECK (kind IN ('erasure', 'reapply')),
+                   request_id text NOT NULL,
+                   subject_ref text NOT NULL,
+                   erased_at timestamptz NOT NULL,
+                   appended_at timestamptz NOT NULL DEFAULT clock_timestamp()
+               )""").format(table))
+        conn.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (subject_ref)").format(
+            sql.Identifier(f"{LEDGER_TABLE}_subject_ref"), table))
+        conn.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (request_id)").format(
+            sql.Identifier(f"{LEDGER_TABLE}_request_id"), table))
+        conn.execute(sql.SQL(
+            """CREATE OR REPLACE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql AS $$
+               BEGIN
+                   RAISE EXCEPTION 'pgwarden.erasure_ledger is append-only: % is not allowed', TG_OP
+                       USING ERRCODE = 'insufficient_privilege',
+                             HINT = 'erasure ledger entries are never changed or removed';
+               END $$""").format(guard))
+        conn.execute(sql.SQL(
+            "CREATE OR REPLACE TRIGGER erasure_ledger_no_change BEFORE UPDATE OR DELETE ON {} "
+            "FOR EACH ROW EXECUTE FUNCTION {}()").format(table, guard))
+        conn.execute(sql.SQL(
+            "CREATE OR REPLACE TRIGGER erasure_ledger_no_truncate BEFORE TRUNCATE ON {} "
+            "FOR EACH STATEMENT EXECUTE FUNCTION {}()").format(table, guard))
+        conn.execute(sql.SQL("REVOKE ALL ON TABLE {} FROM PUBLIC").format(table))
+        conn.execute(sql.SQL("REVOKE ALL ON FUNCTION {}() FROM PUBLIC").format(guard))
+        for role in app_roles:
+            conn.execute(sql.SQL("REVOKE ALL ON TABLE {} FROM {}").format(table, sql.Identifier(role)))
+
+
+def append(conn: psycopg.Connection, record: ErasureRecord) -> LedgerEntry:
+    """Append ``record`` after the current head; call it inside the erasure's transaction.
+
+    The advisory lock is held to the end of the caller's transaction, so concurrent erasures append
+    one after another and every entry links to the one committed before it.
+    """
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (_APPEND_LOCK,))
+        row = conn.execute(sql.SQL("SELECT {} FROM {} ORDER BY seq DESC LIMIT 1").format(
+            _COLUMNS, ledger_table())).fetchone()
+        entry = next_entry(None if row is None else _entry(row), record)
+        conn.execute(
+            sql.SQL("INSERT INTO {} ({}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)").format(ledger_table(), _COLUMNS),
+            (entry.seq, entry.prev_hash, entry.entry_hash, psycopg.types.json.Jsonb(record.to_json_dict()),
+             record.kind, record.request_id, record.subject_ref, record.erased_at),
+        )
+    return entry
+
+
+def is_erased(conn: psycopg.Connection, subject_ref: str) -> bool:
+    """Whether an erasure entry exists for the subject (re-apply entries do not count)."""
+    row = conn.execute(sql.SQL("SELECT EXISTS (SELECT FROM {} WHERE subject_ref = %s AND kind = 'erasure')").format(
+        ledger_table()), (subject_ref,)).fetchone()
+    return bool(row and row[0])
+
+
+def erased_refs_since(conn: psycopg.Connection, since: datetime | None) -> list[LedgerEntry]:
+    """Erasure entries with ``erased_at`` after ``since`` (all of them for ``None``), in chain order."""
+    query = sql.SQL("SELECT {} FROM {} WHERE kind = 'erasure' AND (%s::timestamptz IS NULL OR erased_at > %s) "
+                    "ORDER BY seq").format(_COLUMNS, ledger_table())
+    return [_entry(row) for row in conn.execute(query, (since, since))]
+
+
+def ledger_exists(conn: psycopg.Connection) -> bool:
+    row = conn.execute("SELECT to_regclass(%s) IS NOT NULL",
+                       (f'"pgwarden"."{LEDGER_TABLE}"',)).fetchone()
+    return bool(row and row[0])
+
+
+def read_entries(conn: psycopg.Connection, after_seq: int = 0) -> tuple[list[LedgerEntry], ChainProblem | None]:
+    """Entries after ``after_seq`` in position order, and the first whose queryable columns disagree
+    with the hashed record (an edit the chain alone would not see: ``is_erased`` reads the columns)."""
+    rows = conn.execute(sql.SQL("SELECT {} FROM {} WHERE seq > %s ORDER BY seq").format(
+        _COLUMNS, ledger_table()), (after_seq,)).fetchall()
+    entries, mismatch = [], None
+    for row in rows:
+        entry = _entry(row)
+        entries.append(entry)
+        if mismatch is None and _columns_disagree(entry.record, row):
+            mismatch = ChainProblem(entry.seq, "its kind, request id, subject reference or time columns differ "
+                                               "from the hashed record: the row was edited")
+    return entries, mismatch
+
+
+def _entry(row: Sequence[Any]) -> LedgerEntry:
+    seq, prev_hash, entry_hash, record = row[:4]
+    return LedgerEntry(seq=int(seq), prev_hash=prev_hash, entry_hash=entry_hash,
+                       record=ErasureRecord.from_json_dict(record))
+
+
+def _columns_disagree(record: ErasureRecord, row: Sequence[Any]) -> bool:
+    kind, request_id, subject_ref, erased_at = row[4:8]
+    return (kind, request_id, subject_ref, format_time(erased_at)) != (
+        record.kind, record.request_id, record.subject_ref, format_time(record.erased_at))
