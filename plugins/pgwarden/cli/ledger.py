@@ -95,6 +95,53 @@ def certificate(args: argparse.Namespace) -> int:
     return 0
 
 
+def target_from_dsn(dsn: str):
+    """A libpq DSN or URI (read from the environment, never argv) as the engine's ``PgTarget``."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    from pgwarden.engine.errors import PermanentError
+    from pgwarden.engine.postgres import PgTarget
+
+    try:
+        params = {k: str(v) for k, v in conninfo_to_dict(dsn).items()}
+    except Exception as exc:
+        raise PermanentError(f"the DSN is not a libpq connection string or URI ({type(exc).__name__})") from None
+    port = params.pop("port", None)
+    return PgTarget(host=params.pop("host", None), port=int(port) if port else None,
+                    user=params.pop("user", "postgres"), dbname=params.pop("dbname", "postgres"),
+                    password=params.pop("password", None), libpq=params)
+
+
+def reapply(args: argparse.Namespace) -> int:
+    import os
+
+    from pgwarden.cli.connections import erasure_key, open_repository, pg_target
+    from pgwarden.engine.lifecycle.erasure import RecordContext
+    from pgwarden.engine.lifecycle.reapply import check_erased_subjects, reapply_erasures
+    from pgwarden.engine.postgres import connect
+
+    db = database(load(args), args.database)
+    if db.lifecycle.erasure is None:
+        raise SystemExit(f"database {args.database!r} has no lifecycle.erasure section: nothing to re-apply")
+    if args.to_dsn_env:
+        dsn = os.environ.get(args.to_dsn_env)
+        if not dsn:
+            raise SystemExit(f"environment variable {args.to_dsn_env} is empty or not set; put the restored "
+                             "server's DSN there (e.g. host=/tmp port=5433 dbname=appdb user=postgres)")
+        target = target_from_dsn(dsn)
+    else:
+        target = pg_target(args.to)
+    key = erasure_key(db.lifecycle.erasure.hmac_key)
+    repo = open_repository(db.repository)
+    with connect(target, statement_timeout="1h", lock_timeout="30s") as conn:
+        report = reapply_erasures(conn, repo, args.database, db.lifecycle.erasure, key,
+                                  RecordContext(database=args.database), log=progress)
+        check = check_erased_subjects(conn, repo, args.database, db.lifecycle.erasure, key)
+    result = {**report.to_json_dict(), "check": {"ok": check.ok, "detail": check.detail()}}
+    print(json.dumps(result, indent=2) if args.json else f"{report.summary()}\ncheck: {check.detail()}")
+    return 0 if check.ok else 1
+
+
 def add_parser(sub) -> None:
     group = sub.add_parser("ledger", help="verify, export and certify the erasure ledger; re-apply erasures "
                                           "after a restore")
@@ -121,3 +168,14 @@ def add_parser(sub) -> None:
     form.add_argument("--html", action="store_true", help="print the HTML page instead of JSON")
     form.add_argument("--out", metavar="DIR", help="write <db>-<seq>.json and .html into DIR")
     command.set_defaults(func=certificate)
+
+    command = commands.add_parser(
+        "reapply", help="after a restore: erase again, from the exported ledger, every subject the restored "
+                        "database still holds though it was erased after its backup")
+    command.add_argument("database")
+    to = command.add_mutually_exclusive_group(required=True)
+    to.add_argument("--to", metavar="CONN_ID", help="Airflow connection of the restored server")
+    to.add_argument("--to-dsn-env", metavar="VAR", help="environment variable holding the restored server's DSN "
+                                                        "(a password never goes in argv)")
+    command.add_argument("--json", action="store_true", help="machine-readable output")
+    command.set_defaults(func=reapply)
