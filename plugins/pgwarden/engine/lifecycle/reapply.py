@@ -36,7 +36,7 @@ from pgwarden.engine.lifecycle.erasure import RecordContext, erase_subject
 from pgwarden.engine.lifecycle.erasure_plan import ErasurePlan, plan_erasure
 from pgwarden.engine.lifecycle.ledger import ensure_ledger, head, read_entries, restore_entries
 from pgwarden.engine.lifecycle.ledger_export import read_export
-from pgwarden.engine.postgres import table_identifier
+from pgwarden.engine.postgres import PgTarget, connect, table_identifier
 from pgwarden.engine.repository import Repository
 
 Log = Callable[[str], None]
@@ -195,3 +195,13 @@ def check_erased_subjects(conn: psycopg.Connection, repo: Repository, database: 
             if left:
                 dirty.append(f"subject {subject_id}: {left} row(s) of {step.table}")
     return ErasedSubjectsCheck(len(exported), len(matched), dirty)
+
+
+def reapply_and_check(target: PgTarget, repo: Repository, database: str, config: ErasureConfig, hmac_key: bytes,
+                      record_context: RecordContext, *, log: Log = print) -> tuple[ReapplyReport, ErasedSubjectsCheck]:
+    """What a restore runs before anyone uses the restored server: re-apply, then prove it."""
+    with connect(target, statement_timeout="1h", lock_timeout="30s") as conn:
+        report = reapply_erasures(conn, repo, database, config, hmac_key, record_context, log=log)
+        check = check_erased_subjects(conn, repo, database, config, hmac_key)
+    log(f"{database}: erased-subject check {'passed' if check.ok else 'FAILED'}: {check.detail()}")
+    return report, check
