@@ -142,7 +142,7 @@ def test_an_intact_ledger_verifies_and_exports_idempotently(ledger_db, capsys) -
     exported = read_export(setup.repo, setup.name)
     with connect(setup.target) as conn:
         in_db, _ = read_entries(conn)
-    assert exported.entries == in_db and exported.head == (7, in_db[-1].entry_hash)
+    assert exported.records() == in_db and exported.head == (7, in_db[-1].entry_hash)
     code, result = verification(setup, capsys)
     assert code == 0 and result["comparison"] == {"exported": 7, "not_yet_exported": 0, "ok": True,
                                                   "problem": None}

@@ -24,7 +24,6 @@ from typing import Any, Literal
 
 GENESIS_HASH = "0" * 64
 SUBJECT_REFERENCE_VERSION = "pgwarden.subject.v1"
-_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 RecordKind = Literal["erasure", "reapply"]
 RECORD_KINDS: tuple[str, ...] = ("erasure", "reapply")
@@ -51,11 +50,14 @@ def format_time(moment: datetime) -> str:
     """UTC, microseconds, ``Z``: the one spelling of a time inside a hashed record."""
     if moment.tzinfo is None:
         raise ValueError(f"ledger times must be timezone-aware, got {moment!r}")
-    return moment.astimezone(UTC).strftime(_TIME_FORMAT)
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def parse_time(text: str) -> datetime:
-    return datetime.strptime(text, _TIME_FORMAT).replace(tzinfo=UTC)
+    moment = datetime.fromisoformat(text)  # fast, and reads the ``Z`` (Python 3.11)
+    if moment.tzinfo is None:
+        raise ValueError(f"ledger time without a time zone: {text!r}")
+    return moment.astimezone(UTC)
 
 
 @dataclass(frozen=True)
@@ -142,9 +144,14 @@ def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
+def body_hash(seq: int, prev_hash: str, body: dict[str, Any]) -> str:
+    """The entry hash over a record's JSON form (``ErasureRecord.to_json_dict()`` or the same read back)."""
+    text = canonical_json({"seq": seq, "record": body})
+    return hashlib.sha256((prev_hash + text).encode()).hexdigest()
+
+
 def entry_hash(seq: int, prev_hash: str, record: ErasureRecord) -> str:
-    body = canonical_json({"seq": seq, "record": record.to_json_dict()})
-    return hashlib.sha256((prev_hash + body).encode()).hexdigest()
+    return body_hash(seq, prev_hash, record.to_json_dict())
 
 
 @dataclass(frozen=True)
@@ -172,6 +179,30 @@ class LedgerEntry:
     def from_json_dict(cls, data: dict[str, Any]) -> LedgerEntry:
         return cls(seq=int(data["seq"]), prev_hash=str(data["prev_hash"]), entry_hash=str(data["entry_hash"]),
                    record=ErasureRecord.from_json_dict(data["record"]))
+
+
+@dataclass(frozen=True)
+class StoredEntry:
+    """An entry as read back, its record still the stored JSON. Verifying a chain needs nothing more, and
+    skipping the records' parsing is what keeps ``ledger verify`` over 100k entries within seconds."""
+
+    seq: int
+    prev_hash: str
+    entry_hash: str
+    body: dict[str, Any]
+
+    def computed_hash(self) -> str:
+        return body_hash(self.seq, self.prev_hash, self.body)
+
+    def entry(self) -> LedgerEntry:
+        return LedgerEntry(self.seq, self.prev_hash, self.entry_hash, ErasureRecord.from_json_dict(self.body))
+
+    def to_json_dict(self) -> dict[str, Any]:
+        return {"seq": self.seq, "prev_hash": self.prev_hash, "entry_hash": self.entry_hash, "record": self.body}
+
+    @classmethod
+    def from_json_dict(cls, data: dict[str, Any]) -> StoredEntry:
+        return cls(int(data["seq"]), str(data["prev_hash"]), str(data["entry_hash"]), data["record"])
 
 
 def next_entry(head: LedgerEntry | None, record: ErasureRecord) -> LedgerEntry:
@@ -216,7 +247,7 @@ class ChainReport:
         return f"ledger chain holds: {self.entries} entries, head {self.head_seq} {self.head_hash[:16]}"
 
 
-def verify_chain(entries: Iterable[LedgerEntry], after: tuple[int, str] = (0, GENESIS_HASH)) -> ChainReport:
+def verify_chain(entries: Iterable[LedgerEntry | StoredEntry], after: tuple[int, str] = (0, GENESIS_HASH)) -> ChainReport:
     """Walk ``entries`` (in the order they are stored) and name the first one that breaks the chain.
 
     ``after`` (seq, hash) is the entry the first one follows: the genesis by default, the exported
@@ -242,7 +273,7 @@ def verify_chain(entries: Iterable[LedgerEntry], after: tuple[int, str] = (0, GE
     return ChainReport(len(listed), prev_seq, prev_hash)
 
 
-def _link_problem(entry: LedgerEntry, prev_seq: int, prev_hash: str, by_hash: dict[str, int],
+def _link_problem(entry: LedgerEntry | StoredEntry, prev_seq: int, prev_hash: str, by_hash: dict[str, int],
                   positions: set[int]) -> str | None:
     if entry.seq > prev_seq + 1 and prev_seq + 1 in positions:
         return f"it comes before entry {prev_seq + 1} in stored order: the chain was reordered"
@@ -285,7 +316,7 @@ class ExportComparison:
                 f"{self.not_yet_exported} not yet exported)")
 
 
-def compare_with_export(database: Sequence[LedgerEntry], exported: Sequence[LedgerEntry],
+def compare_with_export(database: Sequence[LedgerEntry | StoredEntry], exported: Sequence[LedgerEntry | StoredEntry],
                         exported_head: tuple[int, str] | None = None) -> ExportComparison:
     """Every exported entry must be in the database chain at its position with the same hash.
 

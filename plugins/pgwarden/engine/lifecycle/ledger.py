@@ -22,8 +22,9 @@ from pgwarden.core.lifecycle.ledger import (
     ChainProblem,
     ErasureRecord,
     LedgerEntry,
-    format_time,
+    StoredEntry,
     next_entry,
+    parse_time,
 )
 from pgwarden.engine.control import control_table, ensure_control_schema
 from pgwarden.engine.errors import PermanentError
@@ -94,9 +95,9 @@ def append(conn: psycopg.Connection, record: ErasureRecord) -> LedgerEntry:
     """
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (_APPEND_LOCK,))
-        row = conn.execute(sql.SQL("SELECT {} FROM {} ORDER BY seq DESC LIMIT 1").format(
-            _COLUMNS, ledger_table())).fetchone()
-        entry = next_entry(None if row is None else _entry(row), record)
+        row = conn.execute(sql.SQL("SELECT seq, entry_hash FROM {} ORDER BY seq DESC LIMIT 1").format(
+            ledger_table())).fetchone()
+        entry = next_entry(None, record) if row is None else LedgerEntry.chain(int(row[0]) + 1, row[1], record)
         conn.execute(
             sql.SQL("INSERT INTO {} ({}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)").format(ledger_table(), _COLUMNS),
             (entry.seq, entry.prev_hash, entry.entry_hash, psycopg.types.json.Jsonb(record.to_json_dict()),
@@ -125,19 +126,25 @@ def ledger_exists(conn: psycopg.Connection) -> bool:
     return bool(row and row[0])
 
 
-def read_entries(conn: psycopg.Connection, after_seq: int = 0) -> tuple[list[LedgerEntry], ChainProblem | None]:
-    """Entries after ``after_seq`` in position order, and the first whose queryable columns disagree
-    with the hashed record (an edit the chain alone would not see: ``is_erased`` reads the columns)."""
+def read_stored(conn: psycopg.Connection, after_seq: int = 0) -> tuple[list[StoredEntry], ChainProblem | None]:
+    """Entries after ``after_seq`` in position order, records unparsed (what verification needs), and the
+    first whose queryable columns disagree with the hashed record (an edit the chain alone would not see:
+    ``is_erased`` reads the columns)."""
     rows = conn.execute(sql.SQL("SELECT {} FROM {} WHERE seq > %s ORDER BY seq").format(
         _COLUMNS, ledger_table()), (after_seq,)).fetchall()
     entries, mismatch = [], None
-    for row in rows:
-        entry = _entry(row)
-        entries.append(entry)
-        if mismatch is None and _columns_disagree(entry.record, row):
-            mismatch = ChainProblem(entry.seq, "its kind, request id, subject reference or time columns differ "
-                                               "from the hashed record: the row was edited")
+    for seq, prev_hash, entry_hash, body, kind, request_id, subject_ref, erased_at in rows:
+        entries.append(StoredEntry(int(seq), prev_hash, entry_hash, body))
+        if mismatch is None and _columns_disagree(body, kind, request_id, subject_ref, erased_at):
+            mismatch = ChainProblem(int(seq), "its kind, request id, subject reference or time columns differ "
+                                              "from the hashed record: the row was edited")
     return entries, mismatch
+
+
+def read_entries(conn: psycopg.Connection, after_seq: int = 0) -> tuple[list[LedgerEntry], ChainProblem | None]:
+    """``read_stored`` with the records parsed."""
+    stored, mismatch = read_stored(conn, after_seq)
+    return [e.entry() for e in stored], mismatch
 
 
 def _entry(row: Sequence[Any]) -> LedgerEntry:
@@ -146,10 +153,13 @@ def _entry(row: Sequence[Any]) -> LedgerEntry:
                        record=ErasureRecord.from_json_dict(record))
 
 
-def _columns_disagree(record: ErasureRecord, row: Sequence[Any]) -> bool:
-    kind, request_id, subject_ref, erased_at = row[4:8]
-    return (kind, request_id, subject_ref, format_time(erased_at)) != (
-        record.kind, record.request_id, record.subject_ref, format_time(record.erased_at))
+def _columns_disagree(body: dict[str, Any], kind: str, request_id: str, subject_ref: str,
+                      erased_at: datetime) -> bool:
+    try:
+        return (kind, request_id, subject_ref, erased_at) != (
+            body.get("kind"), body.get("request_id"), body.get("subject_ref"), parse_time(body.get("erased_at", "")))
+    except (TypeError, ValueError):
+        return True
 
 
 def restore_entries(conn: psycopg.Connection, entries: Sequence[LedgerEntry]) -> int:

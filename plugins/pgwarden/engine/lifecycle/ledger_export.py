@@ -31,11 +31,12 @@ from pgwarden.core.lifecycle.ledger import (
     ChainReport,
     LedgerEntry,
     LedgerVerification,
+    StoredEntry,
     compare_with_export,
     verify_chain,
 )
 from pgwarden.engine.errors import PermanentError
-from pgwarden.engine.lifecycle.ledger import ledger_exists, read_entries
+from pgwarden.engine.lifecycle.ledger import ledger_exists, read_stored
 from pgwarden.engine.repository import Repository
 
 ENTRIES_PER_OBJECT = 10_000
@@ -46,11 +47,14 @@ Log = Callable[[str], None]
 
 @dataclass(frozen=True)
 class ExportedLedger:
-    """What the repository holds for a database: entries in chain order, and the head record."""
+    """What the repository holds for a database: entries in chain order (records unparsed), and the head."""
 
-    entries: list[LedgerEntry]
+    entries: list[StoredEntry]
     head: tuple[int, str] | None
     objects: int
+
+    def records(self) -> list[LedgerEntry]:
+        return [e.entry() for e in self.entries]
 
     @property
     def last(self) -> tuple[int, str]:
@@ -85,10 +89,10 @@ def read_export(repo: Repository, database: str) -> ExportedLedger:
         span = layout.ledger_entries_range(info.key)
         if span is not None:
             ranges.append((span, info.key))
-    entries: list[LedgerEntry] = []
+    entries: list[StoredEntry] = []
     for (first, last), key in sorted(ranges):
         document = json.loads(repo.get_bytes(key))
-        chunk = [LedgerEntry.from_json_dict(e) for e in document["entries"]]
+        chunk = [StoredEntry.from_json_dict(e) for e in document["entries"]]
         if not chunk or (chunk[0].seq, chunk[-1].seq) != (first, last):
             raise PermanentError(f"{repo.uri(key)} does not hold entries {first}..{last} as its name says: "
                                  "the exported ledger was tampered with; keep it as evidence and investigate")
@@ -109,7 +113,7 @@ def export_ledger(conn: psycopg.Connection, repo: Repository, database: str, rep
         log(f"{database}: no erasure ledger in the database yet; nothing to export")
         return LedgerExport(database, 0, [], last_seq, last_hash)
     # The exported head is read back too: it must still be in the database, unchanged.
-    new, mismatch = read_entries(conn, after_seq=max(last_seq - 1, 0))
+    new, mismatch = read_stored(conn, after_seq=max(last_seq - 1, 0))
     if mismatch is not None:
         raise _refuse(database, mismatch)
     if last_seq:
@@ -158,7 +162,7 @@ def verify_ledger(conn: psycopg.Connection, repo: Repository | None, database: s
     """Walk the database chain; with a repository, also the exported chain and the two compared."""
     notes: list[str] = []
     if ledger_exists(conn):
-        entries, mismatch = read_entries(conn)
+        entries, mismatch = read_stored(conn)
     else:
         entries, mismatch = [], None
         notes.append("no erasure ledger table in the database")

@@ -34,7 +34,7 @@ from pgwarden.core.lifecycle.pii import ErasureConfig
 from pgwarden.engine.errors import PermanentError
 from pgwarden.engine.lifecycle.erasure import RecordContext, erase_subject
 from pgwarden.engine.lifecycle.erasure_plan import ErasurePlan, plan_erasure
-from pgwarden.engine.lifecycle.ledger import ensure_ledger, head, read_entries, restore_entries
+from pgwarden.engine.lifecycle.ledger import ensure_ledger, head, read_stored, restore_entries
 from pgwarden.engine.lifecycle.ledger_export import read_export
 from pgwarden.engine.postgres import PgTarget, connect, table_identifier
 from pgwarden.engine.repository import Repository
@@ -104,7 +104,7 @@ def _exported_chain(repo: Repository, database: str) -> list[LedgerEntry]:
     if not report.ok:
         raise PermanentError(f"{database}: the exported ledger in {repo.url} does not verify "
                              f"({report.problem.describe()}); it cannot guide a re-apply")  # type: ignore[union-attr]
-    return exported.entries
+    return exported.records()
 
 
 def reapply_erasures(conn: psycopg.Connection, repo: Repository, database: str, config: ErasureConfig,
@@ -119,7 +119,7 @@ def reapply_erasures(conn: psycopg.Connection, repo: Repository, database: str, 
     with conn.transaction():
         ensure_ledger(conn)
         report.restored_head = head(conn)[0]
-        in_db, mismatch = read_entries(conn)
+        in_db, mismatch = read_stored(conn)
         if mismatch is not None:
             raise PermanentError(f"{database}: the restored ledger breaks at {mismatch.describe()}")
         shared = [e for e in in_db if e.seq <= report.export_head]
