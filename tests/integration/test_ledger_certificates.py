@@ -21,6 +21,7 @@ from pgwarden.engine.repository import open_repository
 from pgwarden.engine.s3.settings import S3Settings
 from tests.harness.airflow_conns import conn_var, postgres_conn
 from tests.harness.s3 import ACCESS_KEY, REGION, SECRET_KEY
+from tests.integration.test_ledger_verify_export import printed_json
 
 pytestmark = pytest.mark.integration
 
@@ -80,7 +81,7 @@ def test_certificates_name_the_erasure_the_proof_and_the_backups_holding_the_dat
     # The CLI, by request id and by subject reference.
     capsys.readouterr()
     assert main(["--config", str(cfg), "ledger", "certificate", "certs", "req-after"]) == 0
-    assert json.loads(capsys.readouterr().out)["ledger"]["entry_hash"] == after["ledger"]["entry_hash"]
+    assert printed_json(capsys.readouterr().out)["ledger"]["entry_hash"] == after["ledger"]["entry_hash"]
     assert main(["--config", str(cfg), "ledger", "certificate", "certs", before["subject_ref"], "--html"]) == 0
     assert "req-before" in capsys.readouterr().out
     assert main(["--config", str(cfg), "ledger", "certificate", "certs", "req-unknown"]) == 1

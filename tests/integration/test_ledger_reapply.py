@@ -28,6 +28,7 @@ from pgwarden.engine.s3.settings import S3Settings
 from tests.harness.airflow_conns import conn_var, postgres_conn
 from tests.harness.s3 import ACCESS_KEY, REGION, SECRET_KEY
 from tests.integration.test_erasure import KEY, MAP, erasure_config, run, seed, user_row
+from tests.integration.test_ledger_verify_export import printed_json
 
 pytestmark = pytest.mark.integration
 
@@ -110,7 +111,7 @@ def test_reapply_erases_again_what_the_restore_brought_back_once(pg, s3, tmp_pat
     monkeypatch.setenv("RESTORED_DSN", f"host=127.0.0.1 port={pg.port} dbname=restored_again user=postgres")
     capsys.readouterr()
     assert main(["--config", str(cfg), "ledger", "reapply", DB, "--to-dsn-env", "RESTORED_DSN", "--json"]) == 0
-    out = json.loads(capsys.readouterr().out)
+    out = printed_json(capsys.readouterr().out)
     # Its ledger says 2 and 3 were erased after it (3 is clean already: erasing again changes nothing).
     assert out["reapplied_subjects"] == ["2", "3"] and out["check"]["ok"]
     with connect(second) as conn:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import re
 from datetime import UTC, datetime, timedelta
 
 import psycopg
@@ -39,6 +40,14 @@ pytestmark = pytest.mark.integration
 KEY = b"verify-key"
 T0 = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 _names = (f"ledger{n}" for n in itertools.count(1))
+
+
+def printed_json(out: str):
+    """The JSON document a command printed; Airflow, once configured by another test module in the same
+    session, may log lines to stdout around it."""
+    start = re.search(r"^[{\[]", out, re.MULTILINE)
+    assert start, f"no JSON document in the output: {out[:200]!r}"
+    return json.JSONDecoder().raw_decode(out[start.start():])[0]
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +131,7 @@ def superuser(setup: Setup, *statements: tuple) -> None:
 def verification(setup: Setup, capsys) -> tuple[int, dict]:
     capsys.readouterr()
     code = setup.verify("--json")
-    return code, json.loads(capsys.readouterr().out)
+    return code, printed_json(capsys.readouterr().out)
 
 
 def test_an_intact_ledger_verifies_and_exports_idempotently(ledger_db, capsys) -> None:
