@@ -26,6 +26,7 @@ from pgwarden.engine.postgres import PgTarget, connect
 from pgwarden.engine.repository import open_repository
 from pgwarden.engine.s3.settings import S3Settings
 from tests.harness.airflow_conns import conn_var, postgres_conn
+from tests.harness.engine_child import child_env, kill_group, spawn, wait_for_line
 from tests.harness.s3 import ACCESS_KEY, REGION, SECRET_KEY
 from tests.integration.test_erasure import KEY, MAP, erasure_config, run, seed, user_row
 from tests.integration.test_ledger_verify_export import printed_json
@@ -141,3 +142,54 @@ def test_a_restored_ledger_that_disagrees_with_the_export_stops_the_reapply(pg, 
             reapply_erasures(conn, repo, DB, db.lifecycle.erasure, KEY, RecordContext(database=DB),
                              log=lambda _m: None)
         assert plan_erasure(conn, db.lifecycle.erasure)  # the database is still usable
+
+
+def test_a_reapply_killed_midway_leaves_the_restored_database_as_restored(pg, s3, tmp_path) -> None:
+    s3.client().create_bucket(Bucket="reapply3")
+    config = erasure_config()
+    db = DatabaseConfig.model_validate({"conn_id": "pg_x", "repository": {"url": "s3://reapply3/pg",
+                                                                          "conn_id": "reapply3_s3"},
+                                        "lifecycle": {"erasure": config.model_dump(mode="json")}})
+    repo = open_repository(db.repository, S3Settings(endpoint_url=s3.endpoint_url, region_name=REGION,
+                                                     aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY))
+    with connect(pg.target()) as conn:
+        conn.execute("CREATE DATABASE src3")
+    src = PgTarget(host="127.0.0.1", port=pg.port, dbname="src3")
+    seed(src, {i: (timedelta(days=20), False) for i in range(1, 41)})
+    restored = copy_of(pg, "src3", "restored3")
+    with connect(src) as conn:
+        conn.execute("UPDATE users SET deleted_at = deleted_at - interval '20 days'")
+    assert run(src).outcomes["erased"] == 40
+    with connect(src) as conn:
+        export_ledger(conn, repo, DB, db.repository)
+    with connect(restored) as conn:
+        before = conn.execute("SELECT md5(string_agg(u::text, ',' ORDER BY id)) FROM users u").fetchone()[0]
+
+    env = child_env(restored, db.repository.url, DB, tmp_path, "reapply",
+                    conn_env={conn_var("reapply3_s3"): s3.airflow_conn_uri()},
+                    repo_conn_id="reapply3_s3", erasure=json.dumps(config.model_dump(mode="json")),
+                    erasure_key=KEY.decode())
+    # Subject 2's row is locked: the child re-applies subject 1, then waits there until it is killed.
+    with connect(restored, autocommit=False) as blocker:
+        blocker.execute("SELECT FROM users WHERE id = 2 FOR UPDATE")
+        child = spawn(env)
+        try:
+            wait_for_line(child, "re-applied the erasure of subject 1 ", timeout=120)
+        finally:
+            kill_group(child)
+        blocker.rollback()
+    with connect(restored) as conn:
+        assert conn.execute("SELECT md5(string_agg(u::text, ',' ORDER BY id)) FROM users u").fetchone()[0] == before
+        # Even the ledger table the run created went with the rollback: the backup predates the first erasure.
+        assert conn.execute("SELECT to_regclass('pgwarden.erasure_ledger')").fetchone()[0] is None
+
+    child = spawn(env)
+    try:
+        lines = wait_for_line(child, "CHILD DONE", timeout=300)
+    finally:
+        kill_group(child)
+    assert any("re-applied 40 of 40" in line or "erased-subject check passed" in line for line in lines)
+    with connect(restored) as conn:
+        kinds = conn.execute("SELECT kind, count(*) FROM pgwarden.erasure_ledger GROUP BY kind").fetchall()
+        assert sorted(kinds) == [("erasure", 40), ("reapply", 40)]
+        assert conn.execute("SELECT count(*) FROM users WHERE email NOT LIKE 'deleted_%'").fetchone()[0] == 0

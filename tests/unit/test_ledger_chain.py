@@ -14,6 +14,7 @@ from pgwarden.core.lifecycle.ledger import (
     GENESIS_HASH,
     ErasureRecord,
     LedgerEntry,
+    StoredEntry,
     TableErasure,
     compare_with_export,
     next_entry,
@@ -146,3 +147,14 @@ def test_changing_any_row_count_breaks_the_chain_at_that_entry(counts: list[int]
                                   tables=(TableErasure('"s"."t"', "delete_row", counts[victim] + 1),))
     entries[victim] = dataclasses.replace(entries[victim], record=changed)
     assert verify_chain(entries).problem.seq == victim + 1
+
+
+def test_an_entry_read_back_unparsed_hashes_like_the_entry_itself() -> None:
+    for entry in chain(3):
+        stored = StoredEntry.from_json_dict(json.loads(json.dumps(entry.to_json_dict())))
+        assert stored.computed_hash() == entry.entry_hash and stored.entry() == entry
+        assert stored.to_json_dict() == entry.to_json_dict()
+    entries = [StoredEntry.from_json_dict(e.to_json_dict()) for e in chain(4)]
+    assert verify_chain(entries).ok
+    entries[2].body["tables"][0]["rows"] = 99
+    assert verify_chain(entries).problem.seq == 3

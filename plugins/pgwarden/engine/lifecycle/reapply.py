@@ -147,6 +147,8 @@ def reapply_erasures(conn: psycopg.Connection, repo: Repository, database: str, 
                 failed.append(f"{subject_id} ({outcome.status}: {outcome.error or '-'})")
                 continue
             report.reapplied += 1
+            log(f"{database}: re-applied the erasure of subject {subject_id} (exported entry {entry.seq}; "
+                "committed with the rest)")
             for table in outcome.tables:
                 report.rows[table.table] = report.rows.get(table.table, 0) + table.rows
             if len(report.reapplied_subjects) < MAX_IDS_REPORTED:
