@@ -4,35 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from pgwarden.airflow.hooks.secrets import erasure_key
 from pgwarden.airflow.operators.base import PgwardenOperator
 from pgwarden.airflow.operators.lifecycle import run_cutoff
-
-
-def erasure_key(source: Any) -> bytes:
-    """The HMAC key from the Airflow connection's password or the Airflow variable the config names.
-
-    Read inside the task only, handed to the engine as bytes, never logged or returned.
-    """
-    from pgwarden.airflow.hooks.connection import get_connection
-    from pgwarden.engine.errors import PermanentError
-
-    if source.conn_id is not None:
-        secret = get_connection(source.conn_id).password
-        where = f"the password of Airflow connection {source.conn_id!r}"
-    else:
-        from airflow.sdk import Variable
-
-        try:
-            secret = Variable.get(source.variable)
-        except Exception as exc:  # Airflow's not-found type differs by context
-            raise PermanentError(f"Airflow variable {source.variable!r} (the erasure HMAC key) is not defined: add "
-                                 f"it in Admin > Variables, a secrets backend, or AIRFLOW_VAR_"
-                                 f"{source.variable.upper()}") from exc
-        where = f"Airflow variable {source.variable!r}"
-    if not secret or len(secret) < 16:
-        raise PermanentError(f"the erasure HMAC key ({where}) is missing or shorter than 16 characters; set a long "
-                             f"random value there (and keep it: pseudonyms and ledger references depend on it)")
-    return str(secret).encode()
 
 
 class ErasurePlanOperator(PgwardenOperator):

@@ -216,8 +216,11 @@ class ChainReport:
         return f"ledger chain holds: {self.entries} entries, head {self.head_seq} {self.head_hash[:16]}"
 
 
-def verify_chain(entries: Iterable[LedgerEntry]) -> ChainReport:
+def verify_chain(entries: Iterable[LedgerEntry], after: tuple[int, str] = (0, GENESIS_HASH)) -> ChainReport:
     """Walk ``entries`` (in the order they are stored) and name the first one that breaks the chain.
+
+    ``after`` (seq, hash) is the entry the first one follows: the genesis by default, the exported
+    head when checking only the entries after it.
 
     Reasons, in the order checked per entry: a position out of sequence (a gap: entries missing; a
     repeat or step back: reordered), a link to something other than the previous entry (reordered
@@ -227,7 +230,7 @@ def verify_chain(entries: Iterable[LedgerEntry]) -> ChainReport:
     listed = list(entries)
     by_hash = {e.entry_hash: e.seq for e in listed}
     positions = {e.seq for e in listed}
-    prev_seq, prev_hash = 0, GENESIS_HASH
+    prev_seq, prev_hash = after
     for entry in listed:
         problem = _link_problem(entry, prev_seq, prev_hash, by_hash, positions)
         if problem is not None:
@@ -292,11 +295,18 @@ def compare_with_export(database: Sequence[LedgerEntry], exported: Sequence[Ledg
     """
     in_db = {e.seq: e for e in database}
     if exported_head is not None:
-        last = (exported[-1].seq, exported[-1].entry_hash) if exported else (0, GENESIS_HASH)
-        if last != tuple(exported_head):
+        head_seq, head_hash = exported_head
+        last = exported[-1].seq if exported else 0
+        named = next((e for e in exported if e.seq == head_seq), None)
+        if head_seq > last:
             return ExportComparison(len(exported), 0, ChainProblem(
-                exported_head[0], f"the exported head names entry {exported_head[0]} {exported_head[1][:16]} but "
-                f"the exported entries end at {last[0]} {last[1][:16]}: exported objects are missing"))
+                head_seq, f"the exported head names entry {head_seq} but the exported entries end at {last}: "
+                "exported objects are missing"))
+        # A head behind the entries is an export killed between its objects and the head: harmless.
+        if named is not None and named.entry_hash != head_hash:
+            return ExportComparison(len(exported), 0, ChainProblem(
+                head_seq, f"the exported head's hash {head_hash[:16]} differs from the exported entry's "
+                f"{named.entry_hash[:16]}: the exported entries were rewritten"))
     for entry in exported:
         mine = in_db.get(entry.seq)
         if mine is None:

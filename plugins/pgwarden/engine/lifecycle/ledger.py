@@ -18,6 +18,7 @@ import psycopg
 from psycopg import sql
 
 from pgwarden.core.lifecycle.ledger import (
+    GENESIS_HASH,
     ChainProblem,
     ErasureRecord,
     LedgerEntry,
@@ -25,6 +26,7 @@ from pgwarden.core.lifecycle.ledger import (
     next_entry,
 )
 from pgwarden.engine.control import control_table, ensure_control_schema
+from pgwarden.engine.errors import PermanentError
 
 LEDGER_TABLE = "erasure_ledger"
 _GUARD_FUNCTION = "erasure_ledger_append_only"
@@ -148,3 +150,42 @@ def _columns_disagree(record: ErasureRecord, row: Sequence[Any]) -> bool:
     kind, request_id, subject_ref, erased_at = row[4:8]
     return (kind, request_id, subject_ref, format_time(erased_at)) != (
         record.kind, record.request_id, record.subject_ref, format_time(record.erased_at))
+
+
+def restore_entries(conn: psycopg.Connection, entries: Sequence[LedgerEntry]) -> int:
+    """Insert exported ``entries`` the database lacks, verbatim (same positions and hashes), after its head.
+
+    After a restore the database's chain ends where its backup did; the export holds the entries
+    appended since. They go back in as they were, so the chain stays one chain, before any re-apply
+    entry is appended behind them. ``entries`` must be a verified chain; each is inserted only if it
+    links to the current head (the unique previous hash and the primary key refuse anything else).
+    """
+    inserted = 0
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (_APPEND_LOCK,))
+        row = conn.execute(sql.SQL("SELECT seq, entry_hash FROM {} ORDER BY seq DESC LIMIT 1").format(
+            ledger_table())).fetchone()
+        head_seq, head_hash = (int(row[0]), row[1]) if row else (0, GENESIS_HASH)
+        for entry in entries:
+            if entry.seq <= head_seq:
+                continue
+            if entry.seq != head_seq + 1 or entry.prev_hash != head_hash:
+                raise PermanentError(f"exported ledger entry {entry.seq} does not follow the database's entry "
+                                     f"{head_seq}; run `pgwarden ledger verify` on both")
+            record = entry.record
+            conn.execute(
+                sql.SQL("INSERT INTO {} ({}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)").format(ledger_table(), _COLUMNS),
+                (entry.seq, entry.prev_hash, entry.entry_hash, psycopg.types.json.Jsonb(record.to_json_dict()),
+                 record.kind, record.request_id, record.subject_ref, record.erased_at))
+            head_seq, head_hash = entry.seq, entry.entry_hash
+            inserted += 1
+    return inserted
+
+
+def head(conn: psycopg.Connection) -> tuple[int, str]:
+    """(seq, entry hash) of the last entry; (0, genesis) for an empty or missing ledger."""
+    if not ledger_exists(conn):
+        return 0, GENESIS_HASH
+    row = conn.execute(sql.SQL("SELECT seq, entry_hash FROM {} ORDER BY seq DESC LIMIT 1").format(
+        ledger_table())).fetchone()
+    return (int(row[0]), row[1]) if row else (0, GENESIS_HASH)
