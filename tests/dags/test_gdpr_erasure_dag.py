@@ -5,8 +5,8 @@ appears in the task logs, XCom, rendered templates, run conf, the ledger, its ex
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
