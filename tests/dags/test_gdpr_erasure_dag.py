@@ -83,8 +83,11 @@ def test_gdpr_erasure_dag_dry_run_then_erasure_once_and_no_personal_data_anywher
                 - {{table: orders, subject_column: user_id, columns: {{shipping_address: "null"}}}}
                 - {{table: support_tickets, through: {{table: orders, column: order_id}}, columns: {{body: delete_row}}}}
     """)
+    from airflow.logging_config import configure_logging
+
     from pgwarden.airflow.dag_factory import build_dags
 
+    configure_logging()  # task logs to this test's stdout (see run_dag): the PII scan reads them
     dag = build_dags()["gdprdb.gdpr_erasure"]
     assert dag.max_active_runs == 1 and {"pgwarden", "gdpr_erasure", "db:gdprdb"} <= set(dag.tags)
     assert dag.doc_md and "legal hold" in dag.doc_md
