@@ -334,3 +334,21 @@ def test_requests_table_and_holds_table(db: PgTarget) -> None:
         assert user_row(conn, 1)[0] == "deleted_1@invalid"
         assert user_row(conn, 2)[0] == email(2) and user_row(conn, 3)[0] == email(3)
         assert sorted(r[1]["request_id"] for r in ledger(conn)) == ["req-1", "req-9"]
+
+
+def test_tables_reached_through_deleted_rows_go_one_by_one_and_are_proven_before_the_parent_goes(db: PgTarget) -> None:
+    """orders deleted with delete_row, order_notes reached through them: the notes' post-condition must run before
+    the orders are gone (afterwards it would find nothing and prove nothing), so the tables go one statement each."""
+    seed(db, {1: (timedelta(days=40), False), 2: (None, False)})
+    config = erasure_config(MAP.replace("{table: orders, subject_column: user_id, columns: {shipping_address: hmac}}",
+                                        "{table: orders, subject_column: user_id, columns: {shipping_address: "
+                                        "delete_row}}"))
+    with connect(db) as conn:
+        plan = plan_erasure(conn, config)
+        assert plan.apply_all is None and [s.checked_at_once for s in plan.steps if s.apply is not None] == [
+            True, False, False, False]
+        erased = erase_subjects(conn, plan, CUTOFF, KEY, CONTEXT, log=lambda _m: None)
+        assert erased.outcomes["erased"] == 1 and erased.rows["public.orders"] == 1
+        assert erased.rows["public.order_notes"] == 1
+        assert conn.execute("SELECT count(*) FROM orders").fetchone()[0] == 1
+        assert conn.execute("SELECT count(*) FROM order_notes").fetchone()[0] == 1

@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 import psycopg
 
+from pgwarden.core.identifiers import QualifiedName
 from pgwarden.core.lifecycle.ledger import ErasureRecord, TableErasure, subject_reference
 from pgwarden.engine.errors import PermanentError
 from pgwarden.engine.lifecycle.erasure_plan import ErasurePlan, TableStep
@@ -114,16 +115,21 @@ def erase_subject(conn: psycopg.Connection, plan: ErasurePlan, subject_id: str, 
             if record_context.kind == "erasure" and is_erased(conn, ref):
                 raise _NotTouched("already_erased")
             erased: list[TableErasure] = []
-            for step in plan.steps:
-                if step.apply is None:
-                    continue
-                sent.append(step)
-                values = plan.values(step, subject_id, hmac_key)
-                rows = conn.execute(step.apply, values, prepare=True).rowcount
-                if step.checked_at_once:  # before the rows it is found through are deleted
-                    assert step.check is not None
-                    _prove(step, conn.execute(step.check, values, prepare=True).fetchone()[0])  # type: ignore[index]
-                erased.append(TableErasure(table=str(step.table), method=step.method, rows=max(rows, 0)))
+            if plan.apply_all is not None:  # one statement for every table (see erasure_plan._apply_all)
+                sent.extend(plan.applied)
+                counts = conn.execute(plan.apply_all, plan.values(None, subject_id, hmac_key),
+                                      prepare=True).fetchone()[0]  # type: ignore[index]
+                erased.extend(TableErasure(table=str(step.table), method=step.method, rows=int(rows))
+                              for step, rows in zip(plan.applied, counts, strict=True))
+            else:
+                for step in plan.applied:
+                    sent[:] = [step]
+                    values = plan.values(step, subject_id, hmac_key)
+                    rows = conn.execute(step.apply, values, prepare=True).rowcount  # type: ignore[arg-type]
+                    if step.checked_at_once:  # before the rows it is found through are deleted
+                        assert step.check is not None
+                        _prove(step, conn.execute(step.check, values, prepare=True).fetchone()[0])  # type: ignore[index]
+                    erased.append(TableErasure(table=str(step.table), method=step.method, rows=max(rows, 0)))
             sent.clear()
             if plan.check_all is not None:
                 left = conn.execute(plan.check_all, plan.values(None, subject_id, hmac_key), prepare=True).fetchone()
@@ -145,7 +151,7 @@ def erase_subject(conn: psycopg.Connection, plan: ErasurePlan, subject_id: str, 
     except psycopg.Error as exc:
         if conn.closed or isinstance(exc, psycopg.OperationalError) and not getattr(exc, "sqlstate", None):
             raise classify_safely(exc, subject_id) from None
-        return SubjectOutcome(subject_id, "failed", error=describe_error(exc, sent[-1] if sent else None))
+        return SubjectOutcome(subject_id, "failed", error=describe_error(exc, sent))
     return SubjectOutcome(subject_id, "erased", tuple(erased), ledger_seq=entry.seq)
 
 
@@ -155,12 +161,17 @@ def _prove(step: TableStep, left: int) -> None:
                                    f"(a trigger or rule rewrote them?)")
 
 
-def describe_error(exc: psycopg.Error, step: TableStep | None) -> str:
-    """What failed, by names only: the server's message and DETAIL can quote row values (``Failing row contains``)."""
+def describe_error(exc: psycopg.Error, steps: list[TableStep]) -> str:
+    """What failed, by names only: the server's message and DETAIL can quote row values (``Failing row contains``).
+
+    ``steps``: the tables being changed when it failed (all of them when they go in one statement).
+    """
     diag = exc.diag
     parts = [type(exc).__name__, f"SQLSTATE {exc.sqlstate or '?'}"]
-    if step is not None:
-        parts.append(f"while erasing {step.table}")
+    if diag.schema_name and diag.table_name:
+        parts.append(f"in {QualifiedName(diag.schema_name, diag.table_name)}")
+    if steps:
+        parts.append(f"while erasing {', '.join(str(s.table) for s in steps)}")
     if diag.constraint_name:
         parts.append(f"constraint {diag.constraint_name}")
     return ", ".join(parts)

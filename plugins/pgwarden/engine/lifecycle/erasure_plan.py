@@ -78,6 +78,9 @@ class ErasurePlan:
     request_id: sql.Composed | None      # the oldest request id of a subject
     held: sql.Composable                 # boolean expression: a legal hold covers %(subject)s
     check_all: sql.Composed | None       # one SELECT of every other table's post-condition count, as an array
+    # Every table's UPDATE/DELETE in one statement (data-modifying CTEs), returning the row counts in the order of
+    # ``applied``; None when a table must go on its own (a RESTRICT key, a check before a parent's delete).
+    apply_all: sql.Composed | None = None
     naive_thresholds: frozenset[str] = frozenset()  # thresholds compared with a timestamp without time zone
     warnings: tuple[str, ...] = field(default=())
 
@@ -89,6 +92,11 @@ class ErasurePlan:
                 params[name] = redacted_email(subject_id) if strategy == "redact_email" else \
                     pseudonym(hmac_key, subject_id)
         return params
+
+    @property
+    def applied(self) -> tuple[TableStep, ...]:
+        """The steps that change rows, in dependency order (``apply_all``'s array order)."""
+        return tuple(s for s in self.steps if s.apply is not None)
 
     @property
     def checked_together(self) -> tuple[TableStep, ...]:
@@ -187,10 +195,11 @@ def plan_erasure(conn: psycopg.Connection, config: ErasureConfig) -> ErasurePlan
                 problems.extend(_check_problems(conn, mapped, info, key_type, warnings))
 
         depths = _depths(config, problems)
+        restricting: list[str] = []
         for mapped in config.tables:
             info = tables.get(mapped.table)
             if info is not None and mapped.method == "delete_row":
-                problems.extend(_blocking_foreign_keys(conn, config, mapped, info, depths))
+                problems.extend(_blocking_foreign_keys(conn, config, mapped, info, depths, restricting))
         if problems:
             raise PlanError("the erasure map cannot run as configured:\n- " + "\n- ".join(problems))
 
@@ -209,6 +218,7 @@ def plan_erasure(conn: psycopg.Connection, config: ErasureConfig) -> ErasurePlan
             count_in_grace=_count_in_grace(config),
             request_id=_request_id(config),
             held=held,
+            apply_all=None if restricting or any(s.checked_at_once for s in steps) else _apply_all(steps),
             check_all=sql.SQL("SELECT ARRAY[{}]::bigint[]").format(
                 sql.SQL(", ").join(sql.SQL("({})").format(c) for c in together)) if together else None,
             naive_thresholds=frozenset(naive),
@@ -386,7 +396,7 @@ def _depths(config: ErasureConfig, problems: list[str]) -> dict[QualifiedName, i
 
 
 def _blocking_foreign_keys(conn: psycopg.Connection, config: ErasureConfig, mapped: MappedTable, info: _Table,
-                           depths: dict[QualifiedName, int]) -> list[str]:
+                           depths: dict[QualifiedName, int], restricting: list[str]) -> list[str]:
     """Foreign keys into a ``delete_row`` table that would refuse the delete (NO ACTION / RESTRICT), unless the
     referencing table is itself deleted through that key before it."""
     rows = conn.execute(
@@ -394,12 +404,14 @@ def _blocking_foreign_keys(conn: psycopg.Connection, config: ErasureConfig, mapp
         "  array(SELECT a.attname::text FROM unnest(c.conkey) WITH ORDINALITY k(n, o) "
         "        JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.n ORDER BY k.o), "
         "  array(SELECT a.attname::text FROM unnest(c.confkey) WITH ORDINALITY k(n, o) "
-        "        JOIN pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = k.n ORDER BY k.o) "
+        "        JOIN pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = k.n ORDER BY k.o), c.confdeltype "
         "FROM pg_constraint c JOIN pg_class cl ON cl.oid = c.conrelid JOIN pg_namespace n ON n.oid = cl.relnamespace "
         "WHERE c.contype = 'f' AND c.confrelid = %s AND c.confdeltype IN ('a', 'r') AND c.conparentid = 0 "
         "ORDER BY 2, 3, 1", (info.oid,)).fetchall()
     problems = []
-    for conname, schema, relname, cols, refcols in rows:
+    for conname, schema, relname, cols, refcols, action in rows:
+        if action == "r":  # RESTRICT is checked at once, not at statement end: the tables go one statement each
+            restricting.append(str(conname))
         child = QualifiedName(str(schema), str(relname))
         if child == mapped.table:
             continue  # a self-reference: rows of one subject pointing at each other
@@ -484,6 +496,25 @@ def _step(config: ErasureConfig, mapped: MappedTable, depth: int, index: int) ->
     apply = sql.SQL("UPDATE {} SET {} WHERE {}").format(target, sql.SQL(", ").join(sets), reach)
     check = sql.SQL("SELECT count(*) FROM {} WHERE ({}) AND ({})").format(target, reach, sql.SQL(" OR ").join(left))
     return TableStep(mapped, depth, reach, apply, check, count, tuple(value_params), at_once)
+
+
+def _apply_all(steps: list[TableStep]) -> sql.Composed | None:
+    """``WITH t0 AS (DELETE ... RETURNING 1), t1 AS (UPDATE ... RETURNING 1) SELECT ARRAY[count(t0), ...]``.
+
+    One statement, one snapshot: every table's rows are found as they were before the erasure (a table reached
+    through one whose rows are deleted still finds its own), and foreign keys (NO ACTION) are checked at the
+    statement's end, when the referencing rows are gone too.
+    """
+    changing = [s for s in steps if s.apply is not None]
+    if len(changing) < 2:
+        return None
+    parts, counts = [], []
+    for number, step in enumerate(changing):
+        assert step.apply is not None
+        name = sql.Identifier(f"t{number}")
+        parts.append(sql.SQL("{} AS ({} RETURNING 1)").format(name, step.apply))
+        counts.append(sql.SQL("(SELECT count(*) FROM {})").format(name))
+    return sql.SQL("WITH {} SELECT ARRAY[{}]::bigint[]").format(sql.SQL(", ").join(parts), sql.SQL(", ").join(counts))
 
 
 def _held(config: ErasureConfig) -> sql.Composable:
