@@ -34,7 +34,7 @@ from typing import Any, Literal
 ROOT = Path(__file__).resolve().parents[1]
 WRAPPER = Path(__file__).with_name("_rusage_wrapper.py")
 
-TargetKind = Literal["ratio_max", "ratio_min", "value_max"]
+TargetKind = Literal["ratio_max", "ratio_min", "value_max", "value_min"]
 
 
 class BenchmarkError(RuntimeError):
@@ -46,7 +46,8 @@ class Result:
     """One measured figure, its baseline and its target.
 
     ``ratio`` defaults to ``value / baseline_value``. ``target`` is an upper bound on ``ratio``
-    (``target_kind="ratio_max"``) or on ``value`` (``"value_max"``); ``ok`` follows from it and is
+    (``target_kind="ratio_max"``) or on ``value`` (``"value_max"``), or a lower bound (``"ratio_min"``,
+    ``"value_min"``); ``ok`` follows from it and is
     true when there is no target. ``extra`` holds anything else worth keeping (raw runs, counts).
     ``scenario``, ``commit`` and ``measured_at`` are filled in by the runner.
     """
@@ -67,8 +68,9 @@ class Result:
     measured_at: str | None = None
 
     def __post_init__(self) -> None:
-        if self.target is not None and self.target_kind not in ("ratio_max", "ratio_min", "value_max"):
-            raise ValueError(f"{self.name}: a target needs target_kind 'ratio_max', 'ratio_min' or 'value_max'")
+        if self.target is not None and self.target_kind not in ("ratio_max", "ratio_min", "value_max", "value_min"):
+            raise ValueError(f"{self.name}: a target needs target_kind 'ratio_max', 'ratio_min', 'value_max' or "
+                             f"'value_min'")
         if self.ratio is None and self.baseline_value:
             self.ratio = self.value / self.baseline_value
         if self.target_kind in ("ratio_max", "ratio_min") and self.ratio is None:
@@ -81,6 +83,8 @@ class Result:
             return True
         if self.target_kind == "ratio_min":  # a floor, e.g. throughput at least half the baseline's
             return self.ratio is not None and self.ratio >= self.target
+        if self.target_kind == "value_min":  # a floor on the figure itself, e.g. at least 500 subjects/s
+            return self.value >= self.target
         bounded = self.ratio if self.target_kind == "ratio_max" else self.value
         return bounded is not None and bounded <= self.target
 

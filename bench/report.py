@@ -174,6 +174,8 @@ def format_target(entry: dict[str, Any]) -> str:
         return f"ratio ≤ {target:g}×"
     if kind == "ratio_min":
         return f"ratio ≥ {target:g}×"
+    if kind == "value_min":
+        return f"≥ {target:g} {entry.get('unit', '')}".strip()
     return f"≤ {target:g} {entry.get('unit', '')}".strip()
 
 

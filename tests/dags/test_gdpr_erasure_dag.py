@@ -1,11 +1,12 @@
 """dag.test() of <database>.gdpr_erasure against a real server: a dry run changes nothing, the run erases the due
 subjects once (a second run writes no second ledger entry), held ones stay, and none of the seeded personal data
-appears in the task logs, XCom, rendered templates, run conf or the ledger."""
+appears in the task logs, XCom, rendered templates, run conf, the ledger, its export or the certificates."""
 
 from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -82,8 +83,11 @@ def test_gdpr_erasure_dag_dry_run_then_erasure_once_and_no_personal_data_anywher
                 - {{table: orders, subject_column: user_id, columns: {{shipping_address: "null"}}}}
                 - {{table: support_tickets, through: {{table: orders, column: order_id}}, columns: {{body: delete_row}}}}
     """)
+    from airflow.logging_config import configure_logging
+
     from pgwarden.airflow.dag_factory import build_dags
 
+    configure_logging()  # task logs to this test's stdout (see run_dag): the PII scan reads them
     dag = build_dags()["gdprdb.gdpr_erasure"]
     assert dag.max_active_runs == 1 and {"pgwarden", "gdpr_erasure", "db:gdprdb"} <= set(dag.tags)
     assert dag.doc_md and "legal hold" in dag.doc_md
@@ -91,13 +95,14 @@ def test_gdpr_erasure_dag_dry_run_then_erasure_once_and_no_personal_data_anywher
     with connect(pg.target()) as conn:
         before = conn.execute("SELECT array_agg(u::text ORDER BY id) FROM users u").fetchone()[0]
     dry = dag.test(logical_date=CUTOFF, run_conf={"dry_run": True})
-    assert {ti.task_id: ti.state for ti in dry.get_task_instances()} == {"plan": "success", "erase": "success"}
+    assert {ti.task_id: ti.state for ti in dry.get_task_instances()} == {"plan": "success", "erase": "success", "ledger_export": "success",
+                                                                       "certificates": "success"}
     with connect(pg.target()) as conn:
         assert conn.execute("SELECT array_agg(u::text ORDER BY id) FROM users u").fetchone()[0] == before
         assert conn.execute("SELECT to_regclass('pgwarden.erasure_ledger')").fetchone()[0] is None
 
     states, run = run_dag("gdprdb.gdpr_erasure")
-    assert states == {"plan": "success", "erase": "success"}
+    assert states == {"plan": "success", "erase": "success", "ledger_export": "success", "certificates": "success"}
     with connect(pg.target()) as conn:
         for uid in ERASED:
             assert conn.execute("SELECT email, full_name FROM users WHERE id = %s", (uid,)).fetchone() == (
@@ -119,8 +124,11 @@ def test_gdpr_erasure_dag_dry_run_then_erasure_once_and_no_personal_data_anywher
     assert "subject 3: on legal hold, not touched" in logs and "erased 2 of 3 due subjects" in logs
     metadata = metadata_text()
     assert "subjects_per_second" in metadata and "dry_run" in metadata  # XCom and the run conf were read
-    haystack = "\n".join([logs, metadata, ledger_text])
+    repository = Path(file_repo.removeprefix("file://"))
+    exported = "\n".join(p.read_text(errors="replace") for p in repository.rglob("*") if p.is_file())
+    assert "subject_ref" in exported and "<html" in exported.lower()  # the export and a certificate were read
+    haystack = "\n".join([logs, metadata, ledger_text, exported])
     seeded = [value for uid in PEOPLE for value in PEOPLE[uid][:4]] + [f"203.0.113.{uid}" for uid in PEOPLE]
     found = [value for value in seeded if value in haystack]
-    assert not found, f"personal data found in logs/XCom/templates/run conf/ledger: {found}"
+    assert not found, f"personal data found in logs/XCom/templates/run conf/ledger/export/certificates: {found}"
     assert '"would erase"' not in haystack and "would erase 2 of 3" in logs  # the dry run's report was logged

@@ -274,3 +274,81 @@ def test_erase_subject_alone_reapplies_without_airflow(db: PgTarget) -> None:
         assert outcome.status == "erased" and outcome.ledger_seq == 1
         assert user_row(conn, 1)[0] == "deleted_1@invalid"
         assert ledger(conn)[0][1]["kind"] == "reapply"
+
+
+def test_kill_9_mid_run_then_the_retry_finishes_with_one_ledger_entry_per_subject(db: PgTarget, tmp_path) -> None:
+    from tests.harness.engine_child import child_env, kill_group, spawn, wait_for_line
+
+    with connect(db) as conn:
+        conn.execute(SCHEMA)
+        conn.execute("INSERT INTO users SELECT g, 'p' || g || '@example.org', 'N ' || g, NULL, %s, false "
+                     "FROM generate_series(1, 2000) g", (CUTOFF - timedelta(days=40),))
+        conn.execute("INSERT INTO sessions (user_id, ip) SELECT g, '10.0.0.1' FROM generate_series(1, 2000) g")
+        conn.execute("INSERT INTO orders (user_id, shipping_address) SELECT g, 'street ' || g "
+                     "FROM generate_series(1, 2000) g")
+    config = erasure_config()
+    env = child_env(db, f"file://{tmp_path}/repo", "appdb", tmp_path, "erase",
+                    erasure=config.model_dump_json(), cutoff=CUTOFF.isoformat(), erasure_key=KEY.decode())
+    child = spawn(env)
+    try:
+        wait_for_line(child, "subjects committed", timeout=120)
+    finally:
+        kill_group(child)  # SIGKILL: a transaction in flight is rolled back by the server
+    with connect(db) as conn:
+        done_before = conn.execute("SELECT count(*) FROM pgwarden.erasure_ledger").fetchone()[0]
+    assert 40 <= done_before < 2000, "the child finished before it was killed: nothing was tested"
+    report = run(db, config)
+    assert report.outcomes["already_erased"] == done_before
+    assert report.outcomes["erased"] == 2000 - done_before
+    with connect(db) as conn:
+        assert conn.execute("SELECT count(*), count(DISTINCT subject_ref) FROM pgwarden.erasure_ledger").fetchone() \
+            == (2000, 2000)
+        assert conn.execute("SELECT count(*) FROM users WHERE email NOT LIKE 'deleted\\_%@invalid'").fetchone()[0] == 0
+        assert conn.execute("SELECT count(*) FROM sessions").fetchone()[0] == 0
+
+
+def test_requests_table_and_holds_table(db: PgTarget) -> None:
+    """Erasable by a request the application wrote (ids only), held by a row in a holds table until released;
+    a subject whose own row is already gone still loses its rows elsewhere."""
+    seed(db, {1: (None, False), 2: (None, False), 3: (None, False), 4: (None, False)})
+    with connect(db) as conn:
+        conn.execute("CREATE TABLE erasure_requests (id text PRIMARY KEY, user_id bigint NOT NULL, "
+                     "requested_at timestamptz NOT NULL)")
+        conn.execute("CREATE TABLE holds (user_id bigint NOT NULL, released_at timestamptz)")
+        conn.execute("INSERT INTO erasure_requests VALUES ('req-1', 1, %s), ('req-2', 2, %s), ('req-3', 3, %s), "
+                     "('req-9', 9, %s)", (CUTOFF - timedelta(hours=1), CUTOFF - timedelta(hours=1),
+                                          CUTOFF + timedelta(hours=1), CUTOFF - timedelta(hours=1)))
+        conn.execute("INSERT INTO holds VALUES (2, NULL), (1, %s)", (CUTOFF - timedelta(days=2),))
+        conn.execute("INSERT INTO orders (user_id, shipping_address) VALUES (NULL, 'orphan')")
+    config = erasure_config(MAP.replace(
+        "erasable: {soft_deleted: {column: deleted_at, grace: 30d}}",
+        "erasable: {requests: {table: erasure_requests, subject_column: user_id, request_id_column: id, "
+        "requested_at_column: requested_at}}").replace(
+        "legal_hold: {column: legal_hold}", "legal_hold: {table: holds, subject_column: user_id, "
+        "released_column: released_at}"))
+    report = run(db, config)
+    # 1: requested, its hold released -> erased; 2: held; 3: requested after the cutoff -> not selected;
+    # 9: no users row -> erased (nothing to change, but recorded)
+    assert (report.selected, report.outcomes["erased"], report.outcomes["held"]) == (3, 2, 1)
+    with connect(db) as conn:
+        assert user_row(conn, 1)[0] == "deleted_1@invalid"
+        assert user_row(conn, 2)[0] == email(2) and user_row(conn, 3)[0] == email(3)
+        assert sorted(r[1]["request_id"] for r in ledger(conn)) == ["req-1", "req-9"]
+
+
+def test_tables_reached_through_deleted_rows_go_one_by_one_and_are_proven_before_the_parent_goes(db: PgTarget) -> None:
+    """orders deleted with delete_row, order_notes reached through them: the notes' post-condition must run before
+    the orders are gone (afterwards it would find nothing and prove nothing), so the tables go one statement each."""
+    seed(db, {1: (timedelta(days=40), False), 2: (None, False)})
+    config = erasure_config(MAP.replace("{table: orders, subject_column: user_id, columns: {shipping_address: hmac}}",
+                                        "{table: orders, subject_column: user_id, columns: {shipping_address: "
+                                        "delete_row}}"))
+    with connect(db) as conn:
+        plan = plan_erasure(conn, config)
+        assert plan.apply_all is None and [s.checked_at_once for s in plan.steps if s.apply is not None] == [
+            True, False, False, False]
+        erased = erase_subjects(conn, plan, CUTOFF, KEY, CONTEXT, log=lambda _m: None)
+        assert erased.outcomes["erased"] == 1 and erased.rows["public.orders"] == 1
+        assert erased.rows["public.order_notes"] == 1
+        assert conn.execute("SELECT count(*) FROM orders").fetchone()[0] == 1
+        assert conn.execute("SELECT count(*) FROM order_notes").fetchone()[0] == 1

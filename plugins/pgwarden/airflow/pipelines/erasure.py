@@ -5,6 +5,7 @@ from __future__ import annotations
 from airflow.sdk import DAG, Param
 
 from pgwarden.airflow.operators.erasure import EraseSubjectsOperator, ErasurePlanOperator
+from pgwarden.airflow.operators.ledger import CertificatesOperator, LedgerExportOperator
 from pgwarden.airflow.pipelines.common import pgwarden_dag
 from pgwarden.core.config import DatabaseConfig, Defaults
 from pgwarden.core.lifecycle.pii import ErasureConfig
@@ -23,8 +24,14 @@ again, so a retry, a cleared task or a second run changes nothing and writes no 
 **Legal hold and grace are not failures.** A subject on legal hold ({hold}) or whose grace period is not over
 is left exactly as it is, counted in the summary (`held`, `in_grace`), and looked at again next run.
 
+**Then** `ledger_export` writes the new ledger entries and the chain head to the repository
+(`{database}/ledger/`, with S3 Object Lock where configured) — the anchor outside the database that
+`pgwarden ledger verify {database}` compares with — also after an `erase` that failed for some subjects, and
+`certificates` writes a JSON and an HTML erasure certificate per new entry for auditors.
+
 **What it touches.** Updates and deletes rows of the mapped tables through `{conn_id}`; creates the
-`pgwarden` schema and the append-only ledger table on the first run. The HMAC key (pseudonyms and subject
+`pgwarden` schema and the append-only ledger table on the first run; writes under `{database}/ledger/` in
+the repository. The HMAC key (pseudonyms and subject
 references) is read inside the task from {key}; it never reaches logs, XCom or the config. Logs and XCom hold
 subject ids and counts only, never a row value.
 
@@ -77,5 +84,9 @@ def build(database: str, db_config: DatabaseConfig, defaults: Defaults) -> list[
                                  description="report per-table row counts of what would be erased; change nothing")},
     ) as dag:
         common = {"database": database, "db_config": db_config}
-        ErasurePlanOperator(task_id="plan", **common) >> EraseSubjectsOperator(task_id="erase", **common)
+        erase = EraseSubjectsOperator(task_id="erase", **common)
+        # The entries of the subjects that were erased are exported even when some others failed.
+        export = LedgerExportOperator(task_id="ledger_export", trigger_rule="all_done", **common)
+        ErasurePlanOperator(task_id="plan", **common) >> erase >> export
+        export >> CertificatesOperator(task_id="certificates", **common)
     return [dag]

@@ -162,7 +162,9 @@ class ErasureConfig(Strict):
     legal_hold: LegalHold | None = None
     hmac_key: HmacKeySource
     tables: list[MappedTable]
-    batch_size: int = Field(default=1000, ge=1, description="subjects per fetch; each subject is its own transaction")
+    batch_size: int = Field(default=100, ge=1, le=10_000, description=(
+        "subjects per commit; each subject is atomic on its own (a savepoint) and fails alone, and one commit "
+        "(one WAL flush) serves the batch"))
     lock_timeout: Duration = timedelta(seconds=2)
 
     @model_validator(mode="after")

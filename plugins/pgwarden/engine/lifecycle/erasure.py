@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 import psycopg
 
+from pgwarden.core.identifiers import QualifiedName
 from pgwarden.core.lifecycle.ledger import ErasureRecord, TableErasure, subject_reference
 from pgwarden.engine.errors import PermanentError
 from pgwarden.engine.lifecycle.erasure_plan import ErasurePlan, TableStep
@@ -85,6 +86,7 @@ def erase_subject(conn: psycopg.Connection, plan: ErasurePlan, subject_id: str, 
                   request_id: str | None = None) -> SubjectOutcome:
     """Erase one subject in one transaction (see the module doc). Usable without Airflow (``ledger reapply``).
 
+    Called inside a transaction (as ``erase_subjects`` does, per batch) it is a savepoint of it.
     ``cutoff`` None (a re-apply from the ledger): the subject was already judged due when first erased, so
     grace and legal hold are not checked again; the ledger is the authority. ``conn`` must not be inside a
     transaction the caller wants to keep separate: this commits (or, nested, releases a savepoint).
@@ -93,13 +95,14 @@ def erase_subject(conn: psycopg.Connection, plan: ErasurePlan, subject_id: str, 
         raise PermanentError("the erasure HMAC key is empty; set the key's Airflow connection password or variable")
     subject_table = str(plan.config.subject.table)
     ref = subject_reference(hmac_key, record_context.database, subject_table, subject_id)
-    params: dict[str, Any] = {"subject": subject_id, **thresholds(plan, cutoff or datetime.now(UTC))}
-    current: TableStep | None = None
+    params: dict[str, Any] = {"subject": subject_id, "lock": f"pgwarden.erasure:{ref}",
+                              **thresholds(plan, cutoff or datetime.now(UTC))}
+    sent: list[TableStep] = []
     try:
+        # Not pipeline mode: measured here, its syncs around savepoints cost more than plain round trips.
         with conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"pgwarden.erasure:{ref}",),
-                         prepare=True)
-            row = conn.execute(plan.lock_subject, params, prepare=True).fetchone()
+            locked = conn.execute(plan.lock_subject, params, prepare=True)
+            row = locked.fetchone()
             if row is None:
                 row = conn.execute(plan.without_subject_row, params, prepare=True).fetchone()
             due, held = bool(row[0]), bool(row[1])  # type: ignore[index]
@@ -112,21 +115,29 @@ def erase_subject(conn: psycopg.Connection, plan: ErasurePlan, subject_id: str, 
             if record_context.kind == "erasure" and is_erased(conn, ref):
                 raise _NotTouched("already_erased")
             erased: list[TableErasure] = []
-            for current in plan.steps:
-                if current.apply is None:
-                    continue
-                values = plan.values(current, subject_id, hmac_key)
-                rows = conn.execute(current.apply, values, prepare=True).rowcount
-                assert current.check is not None
-                left = conn.execute(current.check, values, prepare=True).fetchone()[0]  # type: ignore[index]
-                if left:
-                    raise _PostConditionFailed(f"{left} row(s) of {current.table} still hold personal data after "
-                                               f"the erasure (a trigger or rule rewrote them?)")
-                erased.append(TableErasure(table=str(current.table), method=current.method, rows=max(rows, 0)))
-            current = None
-            if request_id is None and plan.request_id is not None:
-                found = conn.execute(plan.request_id, params, prepare=True).fetchone()
-                request_id = found[0] if found else None
+            if plan.apply_all is not None:  # one statement for every table (see erasure_plan._apply_all)
+                sent.extend(plan.applied)
+                counts = conn.execute(plan.apply_all, plan.values(None, subject_id, hmac_key),
+                                      prepare=True).fetchone()[0]  # type: ignore[index]
+                erased.extend(TableErasure(table=str(step.table), method=step.method, rows=int(rows))
+                              for step, rows in zip(plan.applied, counts, strict=True))
+            else:
+                for step in plan.applied:
+                    sent[:] = [step]
+                    values = plan.values(step, subject_id, hmac_key)
+                    rows = conn.execute(step.apply, values, prepare=True).rowcount  # type: ignore[arg-type]
+                    if step.checked_at_once:  # before the rows it is found through are deleted
+                        assert step.check is not None
+                        _prove(step, conn.execute(step.check, values, prepare=True).fetchone()[0])  # type: ignore[index]
+                    erased.append(TableErasure(table=str(step.table), method=step.method, rows=max(rows, 0)))
+            sent.clear()
+            if plan.check_all is not None:
+                left = conn.execute(plan.check_all, plan.values(None, subject_id, hmac_key), prepare=True).fetchone()
+                for step, count in zip(plan.checked_together, left[0], strict=True):  # type: ignore[index]
+                    _prove(step, count)
+            found = conn.execute(plan.request_id, params, prepare=True) if plan.request_id is not None else None
+            if request_id is None and found is not None:
+                request_id = (found.fetchone() or (None,))[0]
             record = ErasureRecord(
                 kind=record_context.kind, request_id=request_id or f"{record_context.kind}:{ref[:16]}",
                 subject_ref=ref, policy_version=plan.policy_version, tables=tuple(erased),
@@ -140,16 +151,27 @@ def erase_subject(conn: psycopg.Connection, plan: ErasurePlan, subject_id: str, 
     except psycopg.Error as exc:
         if conn.closed or isinstance(exc, psycopg.OperationalError) and not getattr(exc, "sqlstate", None):
             raise classify_safely(exc, subject_id) from None
-        return SubjectOutcome(subject_id, "failed", error=describe_error(exc, current))
+        return SubjectOutcome(subject_id, "failed", error=describe_error(exc, sent))
     return SubjectOutcome(subject_id, "erased", tuple(erased), ledger_seq=entry.seq)
 
 
-def describe_error(exc: psycopg.Error, step: TableStep | None) -> str:
-    """What failed, by names only: the server's message and DETAIL can quote row values (``Failing row contains``)."""
+def _prove(step: TableStep, left: int) -> None:
+    if left:
+        raise _PostConditionFailed(f"{left} row(s) of {step.table} still hold personal data after the erasure "
+                                   f"(a trigger or rule rewrote them?)")
+
+
+def describe_error(exc: psycopg.Error, steps: list[TableStep]) -> str:
+    """What failed, by names only: the server's message and DETAIL can quote row values (``Failing row contains``).
+
+    ``steps``: the tables being changed when it failed (all of them when they go in one statement).
+    """
     diag = exc.diag
     parts = [type(exc).__name__, f"SQLSTATE {exc.sqlstate or '?'}"]
-    if step is not None:
-        parts.append(f"while erasing {step.table}")
+    if diag.schema_name and diag.table_name:
+        parts.append(f"in {QualifiedName(diag.schema_name, diag.table_name)}")
+    if steps:
+        parts.append(f"while erasing {', '.join(str(s.table) for s in steps)}")
     if diag.constraint_name:
         parts.append(f"constraint {diag.constraint_name}")
     return ", ".join(parts)
@@ -213,12 +235,15 @@ class ErasureReport:
 
 def erase_subjects(conn: psycopg.Connection, plan: ErasurePlan, cutoff: datetime, hmac_key: bytes,
                    record_context: RecordContext, *, dry_run: bool = False, log: Callable[[str], None] = print,
-                   before_subject: Callable[[str], None] | None = None) -> ErasureReport:
+                   before_subject: Callable[[str], None] | None = None,
+                   progress_every: int = PROGRESS_EVERY) -> ErasureReport:
     """Erase every subject due at ``cutoff``; raise ``ErasureFailed`` at the end if any subject failed.
 
     ``before_subject(subject_id)`` runs after selection and before the subject's transaction: the point where
     the world may change under a run (a test sets a legal hold there from another session).
-    ``conn`` is an autocommit connection; each subject commits on its own.
+    ``conn`` is an autocommit connection. Subjects commit in batches of ``batch_size`` (one WAL flush per batch,
+    not per subject); inside a batch each subject is its own savepoint, so it is erased entirely or not at all
+    and fails alone. A kill loses at most the batch in flight, which the retry does again.
     """
     started = time.monotonic()
     report = ErasureReport(record_context.database, plan.policy_version, cutoff, dry_run)
@@ -233,17 +258,23 @@ def erase_subjects(conn: psycopg.Connection, plan: ErasurePlan, cutoff: datetime
         _dry_run(conn, plan, subjects, hmac_key, record_context, report, params)
     else:
         ensure_ledger(conn)
-        for done, subject_id in enumerate(subjects, 1):
-            if before_subject is not None:
-                before_subject(subject_id)
-            outcome = erase_subject(conn, plan, subject_id, hmac_key, record_context, cutoff=cutoff)
-            report.add(outcome)
-            if outcome.status == "failed":
-                log(f"subject {subject_id}: erasure failed and was rolled back: {outcome.error}")
-            elif outcome.status == "held":
-                log(f"subject {subject_id}: on legal hold, not touched")
-            if done % PROGRESS_EVERY == 0:
-                log(f"{done}/{len(subjects)} subjects: {dict(report.outcomes)}")
+        size = plan.config.batch_size
+        for start in range(0, len(subjects), size):
+            outcomes = []
+            with conn.transaction():  # one commit per batch; each subject a savepoint inside, failing alone
+                for subject_id in subjects[start:start + size]:
+                    if before_subject is not None:
+                        before_subject(subject_id)
+                    outcomes.append(erase_subject(conn, plan, subject_id, hmac_key, record_context, cutoff=cutoff))
+            for outcome in outcomes:  # reported once committed
+                report.add(outcome)
+                if outcome.status == "failed":
+                    log(f"subject {outcome.subject_id}: erasure failed and was rolled back: {outcome.error}")
+                elif outcome.status == "held":
+                    log(f"subject {outcome.subject_id}: on legal hold, not touched")
+            done = start + len(outcomes)
+            if done // progress_every > start // progress_every or done == len(subjects):
+                log(f"{done}/{len(subjects)} subjects committed: {dict(report.outcomes)}")
     report.seconds = time.monotonic() - started
     log(report.summary())
     if report.outcomes["failed"]:
@@ -265,11 +296,11 @@ def _dry_run(conn: psycopg.Connection, plan: ErasurePlan, subjects: list[str], h
     with conn.transaction(force_rollback=True):
         conn.execute("SET TRANSACTION READ ONLY")
         for subject_id in subjects:
-            values = {**params, "subject": subject_id}
+            ref = subject_reference(hmac_key, record_context.database, subject_table, subject_id)
+            values = {**params, "subject": subject_id, "lock": f"pgwarden.erasure:{ref}"}
             row = conn.execute(plan.peek_subject, values, prepare=True).fetchone()
             if row is None:
                 row = conn.execute(plan.without_subject_row, values, prepare=True).fetchone()
-            ref = subject_reference(hmac_key, record_context.database, subject_table, subject_id)
             if bool(row[1]):  # type: ignore[index]
                 report.add(SubjectOutcome(subject_id, "held"))
             elif not bool(row[0]):  # type: ignore[index]

@@ -50,6 +50,8 @@ class TableStep:
     check: sql.Composed | None      # SELECT count(*) of those rows still holding personal data
     count: sql.Composed             # SELECT count(*) of those rows (dry run)
     value_params: tuple[tuple[str, str], ...]  # (param name, strategy) whose value depends on the subject
+    # Its rows are found through a table whose rows are deleted: its check must run before that delete.
+    checked_at_once: bool = False
 
     @property
     def table(self) -> QualifiedName:
@@ -68,21 +70,38 @@ class ErasurePlan:
     config: ErasureConfig
     policy_version: str
     steps: tuple[TableStep, ...]         # dependency order: deepest joins first, the subject table last
-    lock_subject: sql.Composed           # SELECT due, held FOR UPDATE of the subject row
+    lock_subject: sql.Composed           # SELECT due, held FOR UPDATE of the subject row (after its advisory lock)
     peek_subject: sql.Composed           # the same without the lock (dry run)
     without_subject_row: sql.Composed    # SELECT due, held for a subject whose row is gone (requests, holds table)
     select_due: sql.Composed             # subject ids (text) due at %(sd_threshold)s / %(rq_threshold)s
     count_in_grace: sql.Composed | None  # soft-deleted subjects whose grace is not over
     request_id: sql.Composed | None      # the oldest request id of a subject
     held: sql.Composable                 # boolean expression: a legal hold covers %(subject)s
+    check_all: sql.Composed | None       # one SELECT of every other table's post-condition count, as an array
+    # Every table's UPDATE/DELETE in one statement (data-modifying CTEs), returning the row counts in the order of
+    # ``applied``; None when a table must go on its own (a RESTRICT key, a check before a parent's delete).
+    apply_all: sql.Composed | None = None
     naive_thresholds: frozenset[str] = frozenset()  # thresholds compared with a timestamp without time zone
     warnings: tuple[str, ...] = field(default=())
 
-    def values(self, step: TableStep, subject_id: str, hmac_key: bytes) -> dict[str, Any]:
+    def values(self, step: TableStep | None, subject_id: str, hmac_key: bytes) -> dict[str, Any]:
+        """Bind parameters of one step's statements (``None``: of every step, for ``check_all``)."""
         params: dict[str, Any] = {"subject": subject_id}
-        for name, strategy in step.value_params:
-            params[name] = redacted_email(subject_id) if strategy == "redact_email" else pseudonym(hmac_key, subject_id)
+        for one in (self.steps if step is None else (step,)):
+            for name, strategy in one.value_params:
+                params[name] = redacted_email(subject_id) if strategy == "redact_email" else \
+                    pseudonym(hmac_key, subject_id)
         return params
+
+    @property
+    def applied(self) -> tuple[TableStep, ...]:
+        """The steps that change rows, in dependency order (``apply_all``'s array order)."""
+        return tuple(s for s in self.steps if s.apply is not None)
+
+    @property
+    def checked_together(self) -> tuple[TableStep, ...]:
+        """The steps ``check_all`` covers, in its array's order."""
+        return tuple(s for s in self.steps if s.check is not None and not s.checked_at_once)
 
 
 @dataclass
@@ -176,15 +195,17 @@ def plan_erasure(conn: psycopg.Connection, config: ErasureConfig) -> ErasurePlan
                 problems.extend(_check_problems(conn, mapped, info, key_type, warnings))
 
         depths = _depths(config, problems)
+        restricting: list[str] = []
         for mapped in config.tables:
             info = tables.get(mapped.table)
             if info is not None and mapped.method == "delete_row":
-                problems.extend(_blocking_foreign_keys(conn, config, mapped, info, depths))
+                problems.extend(_blocking_foreign_keys(conn, config, mapped, info, depths, restricting))
         if problems:
             raise PlanError("the erasure map cannot run as configured:\n- " + "\n- ".join(problems))
 
-        steps = [_step(config, m, depths[m.table]) for m in config.tables]
+        steps = [_step(config, m, depths[m.table], index) for index, m in enumerate(config.tables)]
         steps.sort(key=lambda s: (-s.depth, str(s.table)))
+        together = [s.check for s in steps if s.check is not None and not s.checked_at_once]
         held = _held(config)
         return ErasurePlan(
             config=config,
@@ -197,6 +218,9 @@ def plan_erasure(conn: psycopg.Connection, config: ErasureConfig) -> ErasurePlan
             count_in_grace=_count_in_grace(config),
             request_id=_request_id(config),
             held=held,
+            apply_all=None if restricting or any(s.checked_at_once for s in steps) else _apply_all(steps),
+            check_all=sql.SQL("SELECT ARRAY[{}]::bigint[]").format(
+                sql.SQL(", ").join(sql.SQL("({})").format(c) for c in together)) if together else None,
             naive_thresholds=frozenset(naive),
             warnings=tuple(warnings),
         )
@@ -372,7 +396,7 @@ def _depths(config: ErasureConfig, problems: list[str]) -> dict[QualifiedName, i
 
 
 def _blocking_foreign_keys(conn: psycopg.Connection, config: ErasureConfig, mapped: MappedTable, info: _Table,
-                           depths: dict[QualifiedName, int]) -> list[str]:
+                           depths: dict[QualifiedName, int], restricting: list[str]) -> list[str]:
     """Foreign keys into a ``delete_row`` table that would refuse the delete (NO ACTION / RESTRICT), unless the
     referencing table is itself deleted through that key before it."""
     rows = conn.execute(
@@ -380,12 +404,14 @@ def _blocking_foreign_keys(conn: psycopg.Connection, config: ErasureConfig, mapp
         "  array(SELECT a.attname::text FROM unnest(c.conkey) WITH ORDINALITY k(n, o) "
         "        JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.n ORDER BY k.o), "
         "  array(SELECT a.attname::text FROM unnest(c.confkey) WITH ORDINALITY k(n, o) "
-        "        JOIN pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = k.n ORDER BY k.o) "
+        "        JOIN pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = k.n ORDER BY k.o), c.confdeltype "
         "FROM pg_constraint c JOIN pg_class cl ON cl.oid = c.conrelid JOIN pg_namespace n ON n.oid = cl.relnamespace "
         "WHERE c.contype = 'f' AND c.confrelid = %s AND c.confdeltype IN ('a', 'r') AND c.conparentid = 0 "
         "ORDER BY 2, 3, 1", (info.oid,)).fetchall()
     problems = []
-    for conname, schema, relname, cols, refcols in rows:
+    for conname, schema, relname, cols, refcols, action in rows:
+        if action == "r":  # RESTRICT is checked at once, not at statement end: the tables go one statement each
+            restricting.append(str(conname))
         child = QualifiedName(str(schema), str(relname))
         if child == mapped.table:
             continue  # a self-reference: rows of one subject pointing at each other
@@ -427,17 +453,32 @@ def _reach(config: ErasureConfig, table: QualifiedName, seen: tuple[QualifiedNam
         table_identifier(mapped.through.table), _reach(config, mapped.through.table, (*seen, table)))
 
 
-def _step(config: ErasureConfig, mapped: MappedTable, depth: int) -> TableStep:
+def _through_deleted_rows(config: ErasureConfig, mapped: MappedTable) -> bool:
+    """Whether the table's join path crosses a table whose rows ``delete_row`` removes."""
+    seen = {mapped.table}
+    while mapped.through is not None and mapped.through.table != config.subject.table:
+        parent = config.mapped(mapped.through.table)
+        if parent is None or parent.table in seen:
+            return False
+        if parent.method == "delete_row":
+            return True
+        seen.add(parent.table)
+        mapped = parent
+    return False
+
+
+def _step(config: ErasureConfig, mapped: MappedTable, depth: int, index: int) -> TableStep:
     target = table_identifier(mapped.table)
+    at_once = _through_deleted_rows(config, mapped)
     reach = _reach(config, mapped.table)
     count = sql.SQL("SELECT count(*) FROM {} WHERE {}").format(target, reach)
     if mapped.method == "join":
         return TableStep(mapped, depth, reach, None, None, count, ())
     if mapped.method == "delete_row":
         return TableStep(mapped, depth, reach, sql.SQL("DELETE FROM {} WHERE {}").format(target, reach), count,
-                         count, ())
+                         count, (), at_once)
     sets, left, value_params = [], [], []
-    for index, (col, strategy) in enumerate(sorted(mapped.columns.items())):
+    for number, (col, strategy) in enumerate(sorted(mapped.columns.items())):
         ident = sql.Identifier(col)
         name = strategy_name(strategy)
         if name == "null":
@@ -447,14 +488,33 @@ def _step(config: ErasureConfig, mapped: MappedTable, depth: int) -> TableStep:
         if isinstance(strategy, Constant):
             value: sql.Composable = sql.Literal(_constant_text(strategy))
         else:
-            param = f"v{index}"
+            param = f"t{index}_c{number}"
             value_params.append((param, name))
             value = sql.Placeholder(param)
         sets.append(sql.SQL("{} = {}").format(ident, value))
         left.append(sql.SQL("{} IS DISTINCT FROM {}").format(ident, value))
     apply = sql.SQL("UPDATE {} SET {} WHERE {}").format(target, sql.SQL(", ").join(sets), reach)
     check = sql.SQL("SELECT count(*) FROM {} WHERE ({}) AND ({})").format(target, reach, sql.SQL(" OR ").join(left))
-    return TableStep(mapped, depth, reach, apply, check, count, tuple(value_params))
+    return TableStep(mapped, depth, reach, apply, check, count, tuple(value_params), at_once)
+
+
+def _apply_all(steps: list[TableStep]) -> sql.Composed | None:
+    """``WITH t0 AS (DELETE ... RETURNING 1), t1 AS (UPDATE ... RETURNING 1) SELECT ARRAY[count(t0), ...]``.
+
+    One statement, one snapshot: every table's rows are found as they were before the erasure (a table reached
+    through one whose rows are deleted still finds its own), and foreign keys (NO ACTION) are checked at the
+    statement's end, when the referencing rows are gone too.
+    """
+    changing = [s for s in steps if s.apply is not None]
+    if len(changing) < 2:
+        return None
+    parts, counts = [], []
+    for number, step in enumerate(changing):
+        assert step.apply is not None
+        name = sql.Identifier(f"t{number}")
+        parts.append(sql.SQL("{} AS ({} RETURNING 1)").format(name, step.apply))
+        counts.append(sql.SQL("(SELECT count(*) FROM {})").format(name))
+    return sql.SQL("WITH {} SELECT ARRAY[{}]::bigint[]").format(sql.SQL(", ").join(parts), sql.SQL(", ").join(counts))
 
 
 def _held(config: ErasureConfig) -> sql.Composable:
@@ -493,9 +553,13 @@ def _requested(config: ErasureConfig) -> sql.Composable:
 
 def _lock_subject(config: ErasureConfig, held: sql.Composable, *, lock: bool) -> sql.Composed:
     """The subject row, locked: is it (still) due, and is it held? No row: see ``_without_subject_row``."""
-    return sql.SQL("SELECT {}, {} FROM {} s WHERE s.{} = {}{}").format(
-        _due(config), held, table_identifier(config.subject.table), sql.Identifier(config.subject.key), SUBJECT,
-        sql.SQL(" FOR UPDATE OF s" if lock else ""))
+    if not lock:
+        return sql.SQL("SELECT {}, {} FROM {} s WHERE s.{} = {}").format(
+            _due(config), held, table_identifier(config.subject.table), sql.Identifier(config.subject.key), SUBJECT)
+    # The advisory lock on the subject's reference first (it also serializes subjects without a row), then the row.
+    return sql.SQL("SELECT {}, {} FROM (SELECT pg_advisory_xact_lock(hashtextextended(%(lock)s, 0))) l, {} s "
+                   "WHERE s.{} = {} FOR UPDATE OF s").format(
+        _due(config), held, table_identifier(config.subject.table), sql.Identifier(config.subject.key), SUBJECT)
 
 
 def _without_subject_row(config: ErasureConfig) -> sql.Composed:
@@ -508,7 +572,8 @@ def _without_subject_row(config: ErasureConfig) -> sql.Composed:
             table_identifier(requests.table), sql.Identifier(requests.subject_column), SUBJECT, _requested(config))
     hold = config.legal_hold
     held = _held(config) if hold is not None and hold.table is not None else sql.SQL("false")
-    return sql.SQL("SELECT {}, {}").format(due, held)
+    return sql.SQL("SELECT {}, {} FROM (SELECT pg_advisory_xact_lock(hashtextextended(%(lock)s, 0))) l").format(
+        due, held)
 
 
 def _select_due(config: ErasureConfig) -> sql.Composed:
