@@ -4,7 +4,9 @@ appears in the task logs, XCom, rendered templates, run conf, the ledger, its ex
 
 from __future__ import annotations
 
+import io
 import json
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -87,7 +89,13 @@ def test_gdpr_erasure_dag_dry_run_then_erasure_once_and_no_personal_data_anywher
 
     from pgwarden.airflow.dag_factory import build_dags
 
-    configure_logging()  # task logs to this test's stdout (see run_dag): the PII scan reads them
+    # The task logs go to the sys.stdout of the moment logging is configured (see run_dag); a buffer of this
+    # test's own, whatever an earlier test's capture left bound: the PII scan reads every line of it.
+    # INFO: importing pgwarden.cli.connections (another module's tests) sets the level to WARNING process-wide.
+    task_log = io.StringIO()
+    monkeypatch.setattr(sys, "stdout", task_log)
+    monkeypatch.setenv("AIRFLOW__LOGGING__LOGGING_LEVEL", "INFO")
+    configure_logging()
     dag = build_dags()["gdprdb.gdpr_erasure"]
     assert dag.max_active_runs == 1 and {"pgwarden", "gdpr_erasure", "db:gdprdb"} <= set(dag.tags)
     assert dag.doc_md and "legal hold" in dag.doc_md
@@ -120,7 +128,7 @@ def test_gdpr_erasure_dag_dry_run_then_erasure_once_and_no_personal_data_anywher
     with connect(pg.target()) as conn:
         assert conn.execute("SELECT count(*) FROM pgwarden.erasure_ledger").fetchone()[0] == 2
 
-    logs = "".join(capfd.readouterr())
+    logs = task_log.getvalue() + "".join(capfd.readouterr())
     assert "subject 3: on legal hold, not touched" in logs and "erased 2 of 3 due subjects" in logs
     metadata = metadata_text()
     assert "subjects_per_second" in metadata and "dry_run" in metadata  # XCom and the run conf were read
