@@ -1,11 +1,13 @@
 """GDPR erasure: each erasable subject in one transaction, proven, recorded in the ledger.
 
 ``erase_subjects`` selects the subjects due at the run's cutoff (``data_interval_end``, never ``now()``) and
-hands each to ``erase_subject``, which in ONE transaction: serializes on the subject (advisory lock on its
-reference, then the subject row ``FOR UPDATE``), re-checks that it is still due and not on legal hold, skips it
-when the ledger already has its erasure, applies every mapped table in dependency order, proves with a
-post-condition query per table that none of the subject's rows still holds personal data, appends the ledger
-entry and commits. A retry, a cleared task or a second run finds the entry and changes nothing.
+hands each to ``erase_subject``, which in ONE transaction (a savepoint inside a batch commit, so one WAL flush
+serves ``batch_size`` subjects): serializes on the subject (advisory lock on its reference, then the subject row
+``FOR UPDATE``), re-checks that it is still due and not on legal hold, skips it when the ledger already has its
+erasure, applies every mapped table in dependency order (one statement for all of them when the keys allow),
+proves with a post-condition count per table that none of the subject's rows still holds personal data,
+appends the ledger entry and releases. A retry, a cleared task or a second run finds the entry and changes
+nothing; a kill loses at most the uncommitted batch, which the retry does again.
 
 One subject that fails (a constraint, a lock held too long) fails alone: its id and the error's class and
 SQLSTATE are logged, never the server's message (which can quote row values); the run goes on and reports the
@@ -31,7 +33,6 @@ from pgwarden.engine.lifecycle.ledger import append, ensure_ledger, is_erased, l
 from pgwarden.engine.postgres import classify
 
 Status = Literal["erased", "already_erased", "held", "not_due", "failed"]
-NOT_TOUCHED: tuple[Status, ...] = ("already_erased", "held", "not_due")
 MAX_IDS_REPORTED = 100
 PROGRESS_EVERY = 1000
 
