@@ -141,6 +141,11 @@ def test_due_subjects_are_erased_once_and_held_or_in_grace_ones_never_touched(db
     assert state(db) == before
     with connect(db) as conn:
         assert len(ledger(conn)) == 2
+        # The check under the subject's locks (what a concurrent run meets, past the run's bulk pre-filter).
+        plan = plan_erasure(conn, erasure_config())
+        assert erase_subject(conn, plan, "1", KEY, CONTEXT, cutoff=CUTOFF).status == "already_erased"
+        assert len(ledger(conn)) == 2
+    assert state(db) == before
 
 
 def test_a_hold_set_between_selection_and_the_transaction_keeps_the_subject_untouched(db: PgTarget) -> None:

@@ -24,12 +24,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import psycopg
+from psycopg import sql
 
 from pgwarden.core.identifiers import QualifiedName
 from pgwarden.core.lifecycle.ledger import ErasureRecord, TableErasure, subject_reference
 from pgwarden.engine.errors import PermanentError
 from pgwarden.engine.lifecycle.erasure_plan import ErasurePlan, TableStep
-from pgwarden.engine.lifecycle.ledger import append, ensure_ledger, is_erased, ledger_exists
+from pgwarden.engine.lifecycle.ledger import append, ensure_ledger, is_erased, ledger_exists, ledger_table
 from pgwarden.engine.postgres import classify
 
 Status = Literal["erased", "already_erased", "held", "not_due", "failed"]
@@ -259,6 +260,7 @@ def erase_subjects(conn: psycopg.Connection, plan: ErasurePlan, cutoff: datetime
         _dry_run(conn, plan, subjects, hmac_key, record_context, report, params)
     else:
         ensure_ledger(conn)
+        subjects = _not_yet_erased(conn, plan, subjects, hmac_key, record_context, report)
         size = plan.config.batch_size
         for start in range(0, len(subjects), size):
             outcomes = []
@@ -287,6 +289,32 @@ def erase_subjects(conn: psycopg.Connection, plan: ErasurePlan, cutoff: datetime
                             f"(class, SQLSTATE, table, constraint); fix it and clear the task: erased subjects are "
                             f"not touched again")
     return report
+
+
+def _not_yet_erased(conn: psycopg.Connection, plan: ErasurePlan, subjects: list[str], hmac_key: bytes,
+                    record_context: RecordContext, report: ErasureReport) -> list[str]:
+    """Drop the subjects the ledger already holds, in one query, before any lock is taken.
+
+    A soft-deleted subject stays soft-deleted after its erasure, so every later run selects it again; without
+    this, each of them would cost a savepoint, two locks and a ledger lookup every day, forever. The check inside
+    the subject's transaction (``is_erased``, under the locks) stays the one that decides; this query mirrors it
+    (``kind = 'erasure'``) only to skip the work.
+    """
+    if record_context.kind != "erasure" or not subjects:
+        return subjects
+    subject_table = str(plan.config.subject.table)
+    refs = {subject_id: subject_reference(hmac_key, record_context.database, subject_table, subject_id)
+            for subject_id in subjects}
+    erased = {row[0] for row in conn.execute(
+        sql.SQL("SELECT subject_ref FROM {} WHERE kind = 'erasure' AND subject_ref = ANY(%s)").format(ledger_table()),
+        (list(refs.values()),))}
+    todo = []
+    for subject_id in subjects:
+        if refs[subject_id] in erased:
+            report.add(SubjectOutcome(subject_id, "already_erased"))
+        else:
+            todo.append(subject_id)
+    return todo
 
 
 def _dry_run(conn: psycopg.Connection, plan: ErasurePlan, subjects: list[str], hmac_key: bytes,
