@@ -25,7 +25,7 @@ from pgwarden.core.lifecycle.ledger import (
     StoredEntry,
     next_entry,
 )
-from pgwarden.engine.control import control_table, ensure_control_schema
+from pgwarden.engine.control import CONTROL_SCHEMA, control_table, ensure_control_schema
 from pgwarden.engine.errors import PermanentError
 
 LEDGER_TABLE = "erasure_ledger"
@@ -44,7 +44,8 @@ def ensure_ledger(conn: psycopg.Connection, app_roles: Sequence[str] = ()) -> No
     """Create the ledger table, its append-only triggers, and revoke privileges. Idempotent.
 
     ``app_roles``: roles the application connects as; they lose every privilege on the table (as does
-    PUBLIC), so the application can neither write nor read entries. Runs in its own transaction (a
+    PUBLIC), so the application can neither write nor read entries. Any other role granted something
+    (schema default privileges, a GRANT by hand) keeps SELECT at most: an auditor role may read. Runs in its own transaction (a
     savepoint inside the caller's) with a short lock timeout: DDL must not queue behind traffic.
     """
     table = ledger_table()
@@ -86,6 +87,15 @@ def ensure_ledger(conn: psycopg.Connection, app_roles: Sequence[str] = ()) -> No
         conn.execute(sql.SQL("REVOKE ALL ON FUNCTION {}() FROM PUBLIC").format(guard))
         for role in app_roles:
             conn.execute(sql.SQL("REVOKE ALL ON TABLE {} FROM {}").format(table, sql.Identifier(role)))
+        # Whoever else was granted anything (default privileges of the schema, a hand-made GRANT) keeps at
+        # most SELECT: no role but the owner may write to the ledger.
+        writers = conn.execute(
+            "SELECT DISTINCT r.rolname FROM pg_class c, aclexplode(c.relacl) a JOIN pg_roles r ON r.oid = a.grantee "
+            "WHERE c.oid = %s::regclass AND a.grantee <> c.relowner AND a.privilege_type <> 'SELECT'",
+            (f'"{CONTROL_SCHEMA}"."{LEDGER_TABLE}"',)).fetchall()
+        for (role,) in writers:
+            conn.execute(sql.SQL("REVOKE INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER ON TABLE {} FROM {}")
+                         .format(table, sql.Identifier(role)))
 
 
 def append(conn: psycopg.Connection, record: ErasureRecord) -> LedgerEntry:
