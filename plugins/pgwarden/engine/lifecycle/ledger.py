@@ -45,8 +45,9 @@ def ensure_ledger(conn: psycopg.Connection, app_roles: Sequence[str] = ()) -> No
 
     ``app_roles``: roles the application connects as; they lose every privilege on the table (as does
     PUBLIC), so the application can neither write nor read entries. Any other role granted something
-    (schema default privileges, a GRANT by hand) keeps SELECT at most: an auditor role may read. Runs in its own transaction (a
-    savepoint inside the caller's) with a short lock timeout: DDL must not queue behind traffic.
+    (schema default privileges, a GRANT by hand) keeps SELECT at most: an auditor role may read. Runs in
+    its own transaction (a savepoint inside the caller's) with a short lock timeout: DDL must not queue
+    behind traffic.
     """
     table = ledger_table()
     guard = control_table(_GUARD_FUNCTION)
