@@ -109,9 +109,13 @@ def run_snippet(port: int, cutoff: datetime) -> tuple[int, float]:
 
 def fill_ledger(ctx: Context, port: int, entries: int) -> None:
     """``entries`` chained records written with COPY (append() one by one would take the benchmark's time)."""
-    from psycopg.types.json import Jsonb
-
-    from pgwarden.core.lifecycle.ledger import ErasureRecord, TableErasure, next_entry, subject_reference
+    from pgwarden.core.lifecycle.ledger import (
+        ErasureRecord,
+        TableErasure,
+        canonical_json,
+        next_entry,
+        subject_reference,
+    )
     from pgwarden.engine.lifecycle.ledger import ensure_ledger
 
     with _connect(port, "postgres") as conn:
@@ -135,7 +139,7 @@ def fill_ledger(ctx: Context, port: int, entries: int) -> None:
                     dag_id="appdb.gdpr_erasure", run_id="scheduled__2026", task_id="erase", try_number=1,
                     erased_at=moment + timedelta(seconds=i))
                 head = next_entry(head, record)
-                copy.write_row((head.seq, head.prev_hash, head.entry_hash, Jsonb(record.to_json_dict()), record.kind,
+                copy.write_row((head.seq, head.prev_hash, head.entry_hash, canonical_json(record.to_json_dict()), record.kind,
                                 record.request_id, record.subject_ref, record.erased_at))
     ctx.log(f"ledger: {entries} entries written")
 

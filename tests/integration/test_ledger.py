@@ -115,6 +115,18 @@ def test_the_application_role_holds_no_privilege(server, statement: str) -> None
             conn.execute(statement)
 
 
+def test_roles_granted_by_default_privileges_keep_select_at_most(server) -> None:
+    with connect(server.target()) as conn:
+        conn.execute("CREATE ROLE auditor LOGIN")
+        conn.execute("GRANT USAGE ON SCHEMA pgwarden TO auditor")
+        conn.execute("GRANT SELECT, INSERT, DELETE ON pgwarden.erasure_ledger TO auditor")
+        ensure_ledger(conn)  # no app_roles named: every writer but the owner loses its write privileges
+    with connect(server.target(user="auditor")) as conn:
+        assert conn.execute("SELECT count(*) FROM pgwarden.erasure_ledger").fetchone()[0] > 0
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="permission denied"):
+            conn.execute("DELETE FROM pgwarden.erasure_ledger")
+
+
 def test_a_second_guard_refuses_an_append_that_skipped_the_lock(server) -> None:
     with connect(server.target()) as conn:
         prev = conn.execute("SELECT prev_hash FROM pgwarden.erasure_ledger ORDER BY seq DESC LIMIT 1").fetchone()[0]

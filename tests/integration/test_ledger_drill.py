@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import shutil
 from datetime import timedelta
+from types import SimpleNamespace
 
 import pytest
 
@@ -21,6 +22,7 @@ from pgwarden.engine.lifecycle.ledger_export import export_ledger
 from pgwarden.engine.postgres import PgTarget, connect
 from pgwarden.engine.repository import open_repository
 from pgwarden.engine.s3.settings import S3Settings
+from tests.harness.airflow_conns import conn_var, postgres_conn
 from tests.harness.postgres import scratch_base
 from tests.harness.s3 import ACCESS_KEY, REGION, SECRET_KEY
 from tests.integration.test_erasure import KEY, erasure_config, run, seed
@@ -28,10 +30,10 @@ from tests.integration.test_erasure import KEY, erasure_config, run, seed
 pytestmark = pytest.mark.integration
 
 
-def test_the_drill_reapplies_later_erasures_and_records_the_check(pg, s3, tmp_path) -> None:
+def test_the_drill_and_pitr_restore_reapply_later_erasures(pg, s3, tmp_path, monkeypatch) -> None:
     s3.client().create_bucket(Bucket="drill")
     db = DatabaseConfig.model_validate({
-        "conn_id": "unused", "repository": {"url": "s3://drill/pg"},
+        "conn_id": "pg_drill", "repository": {"url": "s3://drill/pg", "conn_id": "drill_s3"},
         "verify": {"rpo_target": "1h"}, "backup": {"incremental_schedule": "*/5 * * * *"},
         "lifecycle": {"erasure": erasure_config().model_dump(mode="json")}})
     repo = open_repository(db.repository, S3Settings(endpoint_url=s3.endpoint_url, region_name=REGION,
@@ -65,3 +67,26 @@ def test_the_drill_reapplies_later_erasures_and_records_the_check(pg, s3, tmp_pa
     stored = json.loads(repo.get_bytes(layout.drill_key("appdb", evidence.drill_id)))
     assert {"name": "erased_subjects", "ok": True, "detail": check.detail} in stored["checks"]
     assert "person2@example.org" not in json.dumps(stored)
+
+    # pitr_restore's task: restore, promote, re-apply before handing over (the approval gate is not part of it).
+    from pgwarden.airflow.operators.restore import PitrRestoreOperator
+    from pgwarden.engine.restore import remove_restore
+
+    monkeypatch.setenv(conn_var("pg_drill"), postgres_conn(pg, dbname="appdb"))
+    monkeypatch.setenv(conn_var("drill_s3"), s3.airflow_conn_uri())
+    monkeypatch.setenv(conn_var("erasure_key"), json.dumps({"conn_type": "generic", "password": KEY.decode()}))
+    destination = scratch_base() / "restored"
+    operator = PitrRestoreOperator(task_id="restore", database="appdb", db_config=db)
+    params = {"target_kind": "latest", "target_value": None, "backup_id": None, "destination": str(destination),
+              "port": None, "action": "promote"}
+    try:
+        summary = operator.execute({"params": params, "run_id": "manual__pitr", "ti": SimpleNamespace(try_number=1)})
+        with connect(PgTarget(host="127.0.0.1", port=summary["port"], dbname="appdb")) as conn:
+            assert conn.execute("SELECT email FROM users WHERE id = 2").fetchone()[0] == "deleted_2@invalid"
+            assert conn.execute("SELECT kind, record->>'run_id' FROM pgwarden.erasure_ledger ORDER BY seq DESC "
+                                "LIMIT 1").fetchone() == ("reapply", "manual__pitr")
+    finally:
+        remove_restore(destination)
+        shutil.rmtree(destination.parent, ignore_errors=True)
+    assert summary["erasures"]["reapplied"] == 1 and summary["erasures"]["entries_restored"] == 1
+    assert "none holds personal data" in summary["erasures"]["check"]

@@ -21,6 +21,7 @@ from pgwarden.core.config import RepositoryConfig
 from pgwarden.core.lifecycle.ledger import (
     ErasureRecord,
     LedgerEntry,
+    StoredEntry,
     TableErasure,
     next_entry,
     subject_reference,
@@ -174,8 +175,9 @@ def test_an_export_killed_before_its_head_is_finished_by_the_next_run(ledger_db,
 
 def test_an_edited_row_is_named(ledger_db, capsys) -> None:
     setup = ledger_db()
-    superuser(setup, ("UPDATE pgwarden.erasure_ledger SET record = jsonb_set(record, '{tables,1,rows}', '0') "
-                      "WHERE seq = 3", None))
+    # The text stays canonical JSON: only the number changed, as a careful forger would do it.
+    superuser(setup, ("UPDATE pgwarden.erasure_ledger SET record = replace(record::text, '\"rows\":3', "
+                      "'\"rows\":0')::json WHERE seq = 3", None))
     code, result = verification(setup, capsys)
     assert code == 1 and result["chain"]["problem"]["seq"] == 3 and "edited" in result["chain"]["problem"]["reason"]
     # A column edit alone (what is_erased reads) is named too.
@@ -215,7 +217,7 @@ def test_a_deleted_row_with_the_chain_recomputed_is_caught_by_the_export(ledger_
     statements = [("DELETE FROM pgwarden.erasure_ledger WHERE seq >= 3", None)]
     statements += [("INSERT INTO pgwarden.erasure_ledger (seq, prev_hash, entry_hash, record, kind, request_id, "
                     "subject_ref, erased_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-                    (e.seq, e.prev_hash, e.entry_hash, psycopg.types.json.Jsonb(e.record.to_json_dict()),
+                    (e.seq, e.prev_hash, e.entry_hash, StoredEntry.of(e).record_json,
                      e.record.kind, e.record.request_id, e.record.subject_ref, e.record.erased_at))
                    for e in rewritten[2:]]
     superuser(setup, *statements)

@@ -10,7 +10,6 @@ can still disable the triggers: ``verify_chain`` and the exported chain (``expor
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -26,7 +25,7 @@ from pgwarden.core.lifecycle.ledger import (
     StoredEntry,
     next_entry,
 )
-from pgwarden.engine.control import control_table, ensure_control_schema
+from pgwarden.engine.control import CONTROL_SCHEMA, control_table, ensure_control_schema
 from pgwarden.engine.errors import PermanentError
 
 LEDGER_TABLE = "erasure_ledger"
@@ -45,8 +44,10 @@ def ensure_ledger(conn: psycopg.Connection, app_roles: Sequence[str] = ()) -> No
     """Create the ledger table, its append-only triggers, and revoke privileges. Idempotent.
 
     ``app_roles``: roles the application connects as; they lose every privilege on the table (as does
-    PUBLIC), so the application can neither write nor read entries. Runs in its own transaction (a
-    savepoint inside the caller's) with a short lock timeout: DDL must not queue behind traffic.
+    PUBLIC), so the application can neither write nor read entries. Any other role granted something
+    (schema default privileges, a GRANT by hand) keeps SELECT at most: an auditor role may read. Runs in
+    its own transaction (a savepoint inside the caller's) with a short lock timeout: DDL must not queue
+    behind traffic.
     """
     table = ledger_table()
     guard = control_table(_GUARD_FUNCTION)
@@ -59,7 +60,7 @@ def ensure_ledger(conn: psycopg.Connection, app_roles: Sequence[str] = ()) -> No
                    seq bigint PRIMARY KEY CHECK (seq > 0),
                    prev_hash text NOT NULL UNIQUE CHECK (prev_hash ~ '^[0-9a-f]{{64}}$'),
                    entry_hash text NOT NULL UNIQUE CHECK (entry_hash ~ '^[0-9a-f]{{64}}$'),
-                   record jsonb NOT NULL,
+                   record json NOT NULL,
                    kind text NOT NULL CHECK (kind IN ('erasure', 'reapply')),
                    request_id text NOT NULL,
                    subject_ref text NOT NULL,
@@ -87,6 +88,15 @@ def ensure_ledger(conn: psycopg.Connection, app_roles: Sequence[str] = ()) -> No
         conn.execute(sql.SQL("REVOKE ALL ON FUNCTION {}() FROM PUBLIC").format(guard))
         for role in app_roles:
             conn.execute(sql.SQL("REVOKE ALL ON TABLE {} FROM {}").format(table, sql.Identifier(role)))
+        # Whoever else was granted anything (default privileges of the schema, a hand-made GRANT) keeps at
+        # most SELECT: no role but the owner may write to the ledger.
+        writers = conn.execute(
+            "SELECT DISTINCT r.rolname FROM pg_class c, aclexplode(c.relacl) a JOIN pg_roles r ON r.oid = a.grantee "
+            "WHERE c.oid = %s::regclass AND a.grantee <> c.relowner AND a.privilege_type <> 'SELECT'",
+            (f'"{CONTROL_SCHEMA}"."{LEDGER_TABLE}"',)).fetchall()
+        for (role,) in writers:
+            conn.execute(sql.SQL("REVOKE INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER ON TABLE {} FROM {}")
+                         .format(table, sql.Identifier(role)))
 
 
 def append(conn: psycopg.Connection, record: ErasureRecord) -> LedgerEntry:
@@ -101,8 +111,8 @@ def append(conn: psycopg.Connection, record: ErasureRecord) -> LedgerEntry:
             ledger_table())).fetchone()
         entry = next_entry(None, record) if row is None else LedgerEntry.chain(int(row[0]) + 1, row[1], record)
         conn.execute(
-            sql.SQL("INSERT INTO {} ({}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)").format(ledger_table(), _COLUMNS),
-            (entry.seq, entry.prev_hash, entry.entry_hash, psycopg.types.json.Jsonb(record.to_json_dict()),
+            sql.SQL("INSERT INTO {} ({}) VALUES (%s, %s, %s, %s::json, %s, %s, %s, %s)").format(ledger_table(), _COLUMNS),
+            (entry.seq, entry.prev_hash, entry.entry_hash, StoredEntry.of(entry).record_json,
              record.kind, record.request_id, record.subject_ref, record.erased_at),
         )
     return entry
@@ -145,8 +155,7 @@ def read_stored(conn: psycopg.Connection, after_seq: int = 0) -> tuple[list[Stor
                                                 "from the hashed record: the row was edited")
     rows = conn.execute(sql.SQL("SELECT seq, prev_hash, entry_hash, record::text FROM {} WHERE seq > %s "
                                 "ORDER BY seq").format(ledger_table()), (after_seq,)).fetchall()
-    loads = json.loads
-    return [StoredEntry(seq, prev_hash, entry_hash, loads(body)) for seq, prev_hash, entry_hash, body in rows], mismatch
+    return [StoredEntry(seq, prev_hash, entry_hash, text) for seq, prev_hash, entry_hash, text in rows], mismatch
 
 
 def read_entries(conn: psycopg.Connection, after_seq: int = 0) -> tuple[list[LedgerEntry], ChainProblem | None]:
@@ -161,7 +170,7 @@ def _entry(row: Sequence[Any]) -> LedgerEntry:
                        record=ErasureRecord.from_json_dict(record))
 
 
-def restore_entries(conn: psycopg.Connection, entries: Sequence[LedgerEntry]) -> int:
+def restore_entries(conn: psycopg.Connection, entries: Sequence[StoredEntry]) -> int:
     """Insert exported ``entries`` the database lacks, verbatim (same positions and hashes), after its head.
 
     After a restore the database's chain ends where its backup did; the export holds the entries
@@ -181,10 +190,10 @@ def restore_entries(conn: psycopg.Connection, entries: Sequence[LedgerEntry]) ->
             if entry.seq != head_seq + 1 or entry.prev_hash != head_hash:
                 raise PermanentError(f"exported ledger entry {entry.seq} does not follow the database's entry "
                                      f"{head_seq}; run `pgwarden ledger verify` on both")
-            record = entry.record
+            record = entry.entry().record
             conn.execute(
-                sql.SQL("INSERT INTO {} ({}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)").format(ledger_table(), _COLUMNS),
-                (entry.seq, entry.prev_hash, entry.entry_hash, psycopg.types.json.Jsonb(record.to_json_dict()),
+                sql.SQL("INSERT INTO {} ({}) VALUES (%s, %s, %s, %s::json, %s, %s, %s, %s)").format(ledger_table(), _COLUMNS),
+                (entry.seq, entry.prev_hash, entry.entry_hash, entry.record_json,
                  record.kind, record.request_id, record.subject_ref, record.erased_at))
             head_seq, head_hash = entry.seq, entry.entry_hash
             inserted += 1

@@ -29,13 +29,13 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from pgwarden.core.lifecycle.ledger import LedgerEntry, compare_with_export, subject_reference, verify_chain
+from pgwarden.core.lifecycle.ledger import compare_with_export, subject_reference, verify_chain
 from pgwarden.core.lifecycle.pii import ErasureConfig
 from pgwarden.engine.errors import PermanentError
 from pgwarden.engine.lifecycle.erasure import RecordContext, erase_subject
 from pgwarden.engine.lifecycle.erasure_plan import ErasurePlan, plan_erasure
 from pgwarden.engine.lifecycle.ledger import ensure_ledger, head, read_stored, restore_entries
-from pgwarden.engine.lifecycle.ledger_export import read_export
+from pgwarden.engine.lifecycle.ledger_export import ExportedLedger, read_export
 from pgwarden.engine.postgres import PgTarget, connect, table_identifier
 from pgwarden.engine.repository import Repository
 
@@ -98,13 +98,13 @@ def match_subjects(conn: psycopg.Connection, config: ErasureConfig, database: st
     return found
 
 
-def _exported_chain(repo: Repository, database: str) -> list[LedgerEntry]:
+def _exported_chain(repo: Repository, database: str) -> ExportedLedger:
     exported = read_export(repo, database)
     report = verify_chain(exported.entries)
     if not report.ok:
         raise PermanentError(f"{database}: the exported ledger in {repo.url} does not verify "
                              f"({report.problem.describe()}); it cannot guide a re-apply")  # type: ignore[union-attr]
-    return exported.records()
+    return exported
 
 
 def reapply_erasures(conn: psycopg.Connection, repo: Repository, database: str, config: ErasureConfig,
@@ -112,7 +112,8 @@ def reapply_erasures(conn: psycopg.Connection, repo: Repository, database: str, 
     """Re-apply, on the restored database behind ``conn`` (autocommit), every exported erasure it lacks."""
     started = time.monotonic()
     report = ReapplyReport(database)
-    exported = _exported_chain(repo, database)
+    stored = _exported_chain(repo, database)
+    exported = stored.records()
     report.export_head = exported[-1].seq if exported else 0
     context = RecordContext(database=database, dag_id=record_context.dag_id, run_id=record_context.run_id,
                             task_id=record_context.task_id, try_number=record_context.try_number, kind="reapply")
@@ -128,7 +129,7 @@ def reapply_erasures(conn: psycopg.Connection, repo: Repository, database: str, 
             raise PermanentError(f"{database}: the restored ledger disagrees with the export at "
                                  f"{comparison.problem.describe()}; not re-applying")  # type: ignore[union-attr]
         undone = [e for e in exported if e.seq > report.restored_head and e.record.kind == "erasure"]
-        report.entries_restored = restore_entries(conn, exported)
+        report.entries_restored = restore_entries(conn, stored.entries)
         report.undone_erasures = len(undone)
         if not undone:
             log(f"{database}: the restored database lacks no exported erasure; nothing to re-apply")
@@ -185,7 +186,7 @@ class ErasedSubjectsCheck:
 def check_erased_subjects(conn: psycopg.Connection, repo: Repository, database: str, config: ErasureConfig,
                           hmac_key: bytes, plan: ErasurePlan | None = None) -> ErasedSubjectsCheck:
     """Run the erasure's post-condition queries for every exported erasure whose subject is present."""
-    exported = [e for e in _exported_chain(repo, database) if e.record.kind == "erasure"]
+    exported = [e for e in _exported_chain(repo, database).records() if e.record.kind == "erasure"]
     plan = plan or plan_erasure(conn, config)
     matched = match_subjects(conn, config, database, hmac_key, {e.record.subject_ref for e in exported})
     dirty = []
