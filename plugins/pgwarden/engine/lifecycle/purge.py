@@ -26,11 +26,13 @@ from pgwarden.engine.lifecycle.plan import plan_policy, set_batch_session
 from pgwarden.engine.lifecycle.selection import (
     Selection,
     after_params,
+    batch_bound,
     count_estimate,
-    delete_batch,
     delete_locked,
+    delete_range,
     lock_batch,
     next_key,
+    upto_params,
 )
 from pgwarden.engine.postgres import PgTarget, connect, table_identifier
 
@@ -149,8 +151,13 @@ def purge_table(
         set_batch_session(conn)
         params = {"threshold": threshold, "limit": limit, **after_params(selection.key, after)}
         if before_delete is None:
-            row = conn.execute(delete_batch(selection, after), params).fetchone()
-            return BatchOutcome(0, None) if row is None else BatchOutcome(int(row[0]), tuple(row[1:]))
+            # The next `limit` keys, whatever they hold; the range's selected rows are deleted. The end
+            # of the table ends the walk (last key None) after deleting what the last range held.
+            bound = conn.execute(batch_bound(selection, after), {**params, "offset": limit - 1}).fetchone()
+            upto = None if bound is None else tuple(bound)
+            deleted = conn.execute(delete_range(selection, after, bounded=upto is not None),
+                                   {**params, **upto_params(upto)}).rowcount
+            return BatchOutcome(deleted, upto)
         cur = conn.execute(lock_batch(selection, after), params)
         rows = cur.fetchall()
         if not rows:

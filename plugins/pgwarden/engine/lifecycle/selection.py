@@ -40,6 +40,10 @@ class Selection:
     def depth(self) -> int:
         return 0 if self.parent is None else self.parent.depth() + 1
 
+    def has_predicate(self) -> bool:
+        """An operator predicate narrows this selection (here or on the parent it follows)."""
+        return bool(self.where) if self.parent is None else self.parent.has_predicate()
+
     def select(self, alias: str) -> sql.Composable:
         return self._condition(alias, with_predicate=True)
 
@@ -86,23 +90,49 @@ def after_condition(alias: str, key: Sequence[str], after: Sequence[object] | No
     return sql.SQL("ROW({}) > ROW({}) AND ").format(columns(alias, key), values)
 
 
-def delete_batch(selection: Selection, after: Sequence[object] | None) -> sql.Composable:
-    """One batch, one statement: the next ``%(limit)s`` selected keys in key order, deleted (re-checked).
+def batch_bound(selection: Selection, after: Sequence[object] | None) -> sql.Composable:
+    """The key ``%(limit)s`` keys on from ``after`` (an index-only walk of the key), or no row when fewer
+    are left: the upper end of the next batch's key range. Every key counts, selected or not, so a batch
+    never walks further than ``limit`` keys, however few of them expired (the tail of a table where
+    nothing expired is crossed in bounded steps, never in one scan)."""
+    key = selection.key
+    return sql.SQL("SELECT {t_key} FROM {table} AS t WHERE {after}true ORDER BY {t_key} OFFSET %(offset)s LIMIT 1"
+                   ).format(t_key=columns("t", key), table=table_identifier(selection.table),
+                            after=after_condition("t", key, after))
 
-    Returns one row ``(deleted, last key...)``, or none when nothing is left to walk.
+
+def delete_range(selection: Selection, after: Sequence[object] | None, bounded: bool) -> sql.Composable:
+    """Delete the selected rows in the key range ``(after, upto]`` (``bounded``: ``%(upto0)s``...; else to
+    the end of the table). The statement's own condition is the range and the re-check, never the
+    predicate text: the predicate only narrows a sub-select, so whatever it says, the DELETE removes
+    only rows older than the threshold, inside the range.
+
+    The expiry test is written ``(...) IS TRUE``, which no index can serve: the planner must reach the
+    range through the key's index rather than walk an index on the expiry column, which would read
+    every expired row of the table on every batch when the statistics underestimate them.
     """
     key = selection.key
-    return sql.SQL(
-        "WITH batch AS ("
-        "SELECT {t_key} FROM {table} AS t WHERE {after}{select} ORDER BY {t_key} LIMIT %(limit)s"
-        "), deleted AS ("
-        "DELETE FROM {table} AS d WHERE ({d_key}) IN (SELECT {b_key} FROM batch) AND {recheck} RETURNING 1"
-        ") SELECT (SELECT count(*) FROM deleted), {b_key} FROM batch ORDER BY {b_desc} LIMIT 1"
-    ).format(
-        t_key=columns("t", key), table=table_identifier(selection.table), after=after_condition("t", key, after),
-        select=selection.select("t"), d_key=columns("d", key), b_key=columns(None, key),
-        recheck=selection.recheck("d"), b_desc=descending(None, key),
-    )
+    in_range = sql.SQL("{}{}").format(after_condition("d", key, after), upto_condition("d", key, bounded))
+    statement = sql.SQL("DELETE FROM {table} AS d WHERE {in_range}({recheck}) IS TRUE").format(
+        table=table_identifier(selection.table), in_range=in_range, recheck=selection.recheck("d"))
+    if not selection.has_predicate():
+        return statement
+    return sql.SQL("{} AND ({d_key}) IN (SELECT {t_key} FROM {table} AS t WHERE {t_range}({select}) IS TRUE)").format(
+        statement, d_key=columns("d", key), t_key=columns("t", key), table=table_identifier(selection.table),
+        t_range=sql.SQL("{}{}").format(after_condition("t", key, after), upto_condition("t", key, bounded)),
+        select=selection.select("t"))
+
+
+def upto_condition(alias: str, key: Sequence[str], bounded: bool) -> sql.Composable:
+    """``ROW(t.k1, t.k2) <= ROW(%(upto0)s, %(upto1)s) AND``, or nothing (``bounded`` false)."""
+    if not bounded:
+        return sql.SQL("")
+    values = sql.SQL(", ").join(sql.Placeholder(f"upto{i}") for i in range(len(key)))
+    return sql.SQL("ROW({}) <= ROW({}) AND ").format(columns(alias, key), values)
+
+
+def upto_params(upto: Sequence[object] | None) -> dict[str, object]:
+    return {f"upto{i}": value for i, value in enumerate(upto or ())}
 
 
 def lock_batch(selection: Selection, after: Sequence[object] | None) -> sql.Composable:
