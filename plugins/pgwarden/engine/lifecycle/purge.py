@@ -30,7 +30,7 @@ from pgwarden.engine.lifecycle.selection import (
     count_estimate,
     delete_locked,
     delete_range,
-    lock_batch,
+    lock_range,
     next_key,
     upto_params,
 )
@@ -150,25 +150,24 @@ def purge_table(
     def step(conn: psycopg.Connection, after: Key | None, limit: int) -> BatchOutcome:
         set_batch_session(conn)
         params = {"threshold": threshold, "limit": limit, **after_params(selection.key, after)}
+        # The next `limit` keys, whatever they hold; the range's selected rows are deleted. The end of
+        # the table ends the walk (last key None) after deleting what the last range held.
+        bound = conn.execute(batch_bound(selection, after), {**params, "offset": limit - 1}).fetchone()
+        upto = None if bound is None else tuple(bound)
+        params.update(upto_params(upto))
         if before_delete is None:
-            # The next `limit` keys, whatever they hold; the range's selected rows are deleted. The end
-            # of the table ends the walk (last key None) after deleting what the last range held.
-            bound = conn.execute(batch_bound(selection, after), {**params, "offset": limit - 1}).fetchone()
-            upto = None if bound is None else tuple(bound)
-            deleted = conn.execute(delete_range(selection, after, bounded=upto is not None),
-                                   {**params, **upto_params(upto)}).rowcount
+            deleted = conn.execute(delete_range(selection, after, bounded=upto is not None), params).rowcount
             return BatchOutcome(deleted, upto)
-        cur = conn.execute(lock_batch(selection, after), params)
+        cur = conn.execute(lock_range(selection, after, bounded=upto is not None), params)
         rows = cur.fetchall()
         if not rows:
-            return BatchOutcome(0, None)
+            return BatchOutcome(0, upto)
         names = [d.name for d in cur.description or ()][2:]
         data = [tuple(r[2:]) for r in rows]
         before_delete(conn, names, data)
         deleted = conn.execute(delete_locked(selection), {
             "threshold": threshold, "oids": [r[0] for r in rows], "ctids": [r[1] for r in rows]}).rowcount
-        positions = [names.index(k) for k in selection.key]
-        return BatchOutcome(deleted, tuple(data[-1][p] for p in positions))
+        return BatchOutcome(deleted, upto)
 
     def peek(conn: psycopg.Connection, after: Key | None) -> Key | None:
         set_batch_session(conn)

@@ -73,11 +73,6 @@ def columns(alias: str | None, names: Sequence[str]) -> sql.Composable:
     return sql.SQL(", ").join(sql.Identifier(alias, n) if alias else sql.Identifier(n) for n in names)
 
 
-def descending(alias: str | None, names: Sequence[str]) -> sql.Composable:
-    return sql.SQL(", ").join(
-        sql.SQL("{} DESC").format(sql.Identifier(alias, n) if alias else sql.Identifier(n)) for n in names)
-
-
 def after_params(key: Sequence[str], after: Sequence[object] | None) -> dict[str, object]:
     return {f"after{i}": value for i, value in enumerate(after or ())}
 
@@ -135,19 +130,20 @@ def upto_params(upto: Sequence[object] | None) -> dict[str, object]:
     return {f"upto{i}": value for i, value in enumerate(upto or ())}
 
 
-def lock_batch(selection: Selection, after: Sequence[object] | None) -> sql.Composable:
-    """The next ``%(limit)s`` selected rows, whole and locked, with their physical address first
-    (``tableoid, ctid``) so :func:`delete_locked` removes exactly these rows after a hook saw them."""
+def lock_range(selection: Selection, after: Sequence[object] | None, bounded: bool) -> sql.Composable:
+    """The selected rows of the key range (as :func:`delete_range`), whole and locked, with their physical
+    address first (``tableoid, ctid``) so :func:`delete_locked` removes exactly these rows after a hook
+    saw them."""
     key = selection.key
     return sql.SQL(
-        "SELECT t.tableoid, t.ctid::text, t.* FROM {table} AS t WHERE {after}{select} "
-        "ORDER BY {t_key} LIMIT %(limit)s FOR UPDATE OF t"
+        "SELECT t.tableoid, t.ctid::text, t.* FROM {table} AS t WHERE {after}{upto}({select}) IS TRUE "
+        "ORDER BY {t_key} FOR UPDATE OF t"
     ).format(table=table_identifier(selection.table), after=after_condition("t", key, after),
-             select=selection.select("t"), t_key=columns("t", key))
+             upto=upto_condition("t", key, bounded), select=selection.select("t"), t_key=columns("t", key))
 
 
 def delete_locked(selection: Selection) -> sql.Composable:
-    """Delete the rows :func:`lock_batch` returned (``%(oids)s``, ``%(ctids)s``), re-checking expiry."""
+    """Delete the rows :func:`lock_range` returned (``%(oids)s``, ``%(ctids)s``), re-checking expiry."""
     return sql.SQL(
         "DELETE FROM {table} AS d WHERE (d.tableoid, d.ctid) IN "
         "(SELECT * FROM unnest(%(oids)s::oid[], %(ctids)s::tid[])) AND {recheck}"
