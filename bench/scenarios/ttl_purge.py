@@ -6,7 +6,7 @@ oldest ids) while PostgreSQL's ``pgbench`` runs a custom script at a fixed rate 
 session up by token, read it by id and touch its ``last_seen``. Three runs on fresh copies of the table:
 
 - **baseline**: the application alone (its p50/p99 latency and errors);
-- **pgwarden**: ``purge()`` as the ``<db>.ttl_purge`` task calls it (batches walking the key, 100 ms
+- **pgwarden**: ``purge()`` as the ``<db>.ttl_purge`` task calls it (batches over ranges of the key, 100 ms
   time budget, lock_timeout 2 s, commit per batch);
 - **single DELETE**: the brief's ``DELETE FROM sessions WHERE expires_at < cutoff``, one transaction.
 

@@ -294,12 +294,13 @@ def _check_batch_plans(conn: psycopg.Connection, plan: PolicyPlan, table_plan: T
     if plan.main.column_types[plan.policy.expire.column] == "timestamp without time zone":
         params["threshold"] = datetime(1970, 1, 1)
     set_batch_session(conn)
-    params.update({f"upto{i}": None for i in range(len(selection.key))})
+    params.update({f"{name}{i}": None for i in range(len(selection.key)) for name in ("upto", "until")})
     # (after, statement, must walk an index). The one unbounded statement with no lower bound either runs
     # only on a table holding fewer keys than one batch: a scan of it is a batch's worth.
     cases = [(after, statement, after is not None or bounded)
              for after in (None, (None,) * len(selection.key))
              for statement, bounded in ((batch_bound(selection, after), True),
+                                        (batch_bound(selection, after, until=True), True),
                                         (delete_range(selection, after, bounded=True), True),
                                         (delete_range(selection, after, bounded=False), False))]
     for after, statement, must_walk_index in cases:
@@ -313,7 +314,7 @@ def _check_batch_plans(conn: psycopg.Connection, plan: PolicyPlan, table_plan: T
             where = f" with the predicate {plan.policy.where!r}" if plan.policy.where else ""
             raise fail(f"the server could not plan the batch on {selection.table}{where}: "
                        f"{str(exc).strip().splitlines()[0]}") from exc
-        scans = [node for node in _nodes(explained[0]["Plan"])
+        scans = [node for node in plan_nodes(explained[0]["Plan"])
                  if node.get("Relation Name") == selection.table.name
                  and node.get("Schema", selection.table.schema) == selection.table.schema
                  and node.get("Node Type") == "Seq Scan"]
@@ -322,7 +323,8 @@ def _check_batch_plans(conn: psycopg.Connection, plan: PolicyPlan, table_plan: T
                        f"index on its key {list(selection.key)}); add one")
 
 
-def _nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
+def plan_nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Every node of an ``EXPLAIN (FORMAT JSON)`` plan."""
     yield node
     for child in node.get("Plans", []):
-        yield from _nodes(child)
+        yield from plan_nodes(child)

@@ -19,10 +19,11 @@ from psycopg import sql
 
 from pgwarden.core.identifiers import QualifiedName
 from pgwarden.core.lifecycle.config import PolicyConfig
+from pgwarden.core.units import format_duration
 from pgwarden.engine.batches import BatchOutcome, BatchSettings, BatchStats, Key, run_batches
 from pgwarden.engine.errors import TransientError
 from pgwarden.engine.lifecycle.partitions import detach_expired_partitions
-from pgwarden.engine.lifecycle.plan import plan_policy, set_batch_session
+from pgwarden.engine.lifecycle.plan import plan_nodes, plan_policy, set_batch_session
 from pgwarden.engine.lifecycle.selection import (
     Selection,
     after_params,
@@ -33,6 +34,7 @@ from pgwarden.engine.lifecycle.selection import (
     lock_range,
     next_key,
     upto_params,
+    walk_end,
 )
 from pgwarden.engine.postgres import PgTarget, connect, table_identifier
 
@@ -147,27 +149,34 @@ def purge_table(
     estimate = _estimate(conn, selection, threshold)
     log(f"{what}: rows older than {threshold.isoformat()}, ~{estimate} estimated")
 
+    usable, end = _walk_end(conn, selection, threshold, settings, log=log)
+    if usable and end is None:
+        log(f"{what}: nothing selected")
+        return BatchStats(finished=True)
+    until = upto_params(end, "until")
+
     def step(conn: psycopg.Connection, after: Key | None, limit: int) -> BatchOutcome:
         set_batch_session(conn)
-        params = {"threshold": threshold, "limit": limit, **after_params(selection.key, after)}
-        # The next `limit` keys, whatever they hold; the range's selected rows are deleted. The end of
-        # the table ends the walk (last key None) after deleting what the last range held.
-        bound = conn.execute(batch_bound(selection, after), {**params, "offset": limit - 1}).fetchone()
-        upto = None if bound is None else tuple(bound)
+        params = {"threshold": threshold, "limit": limit, **after_params(selection.key, after), **until}
+        # The next `limit` keys, whatever they hold; the range's selected rows are deleted. The walk's
+        # end (the last selected key, or the table's) ends it, after deleting what the last range held.
+        bound = conn.execute(batch_bound(selection, after, until=end is not None),
+                             {**params, "offset": limit - 1}).fetchone()
+        upto, last = (end, None) if bound is None else (tuple(bound), tuple(bound))
         params.update(upto_params(upto))
         if before_delete is None:
             deleted = conn.execute(delete_range(selection, after, bounded=upto is not None), params).rowcount
-            return BatchOutcome(deleted, upto)
+            return BatchOutcome(deleted, last)
         cur = conn.execute(lock_range(selection, after, bounded=upto is not None), params)
         rows = cur.fetchall()
         if not rows:
-            return BatchOutcome(0, upto)
+            return BatchOutcome(0, last)
         names = [d.name for d in cur.description or ()][2:]
         data = [tuple(r[2:]) for r in rows]
         before_delete(conn, names, data)
         deleted = conn.execute(delete_locked(selection), {
             "threshold": threshold, "oids": [r[0] for r in rows], "ctids": [r[1] for r in rows]}).rowcount
-        return BatchOutcome(deleted, upto)
+        return BatchOutcome(deleted, last)
 
     def peek(conn: psycopg.Connection, after: Key | None) -> Key | None:
         set_batch_session(conn)
@@ -178,6 +187,39 @@ def purge_table(
     stats = run_batches(conn, step, settings, peek=peek, what=what, estimate=estimate, log=log, clock=clock)
     log(f"{what}: {stats.summary()}")
     return stats
+
+
+# The walk's end is read in one statement (no row locks, a snapshot only): bounded all the same.
+WALK_END_TIMEOUT = timedelta(seconds=30)
+
+
+def _walk_end(conn: psycopg.Connection, selection: Selection, threshold: datetime, settings: BatchSettings, *,
+              log: Callable[[str], None]) -> tuple[bool, Key | None]:
+    """(known, the largest selected key): where the walk can stop instead of crossing every unexpired
+    row after the last expired one. Known only when the server reaches the selected rows through an
+    index on the expiry column (then it costs one read of the selected rows); otherwise, or if that read
+    runs over its timeout, the walk goes to the end of the key. Rows that become selected beyond it
+    while the run goes on are the next run's."""
+    if selection.parent is not None:
+        return False, None  # a child's rows are selected through its parent's: no index of its own to read
+    query = walk_end(selection)
+    timeout = max(WALK_END_TIMEOUT, settings.statement_timeout)
+    try:
+        with conn.transaction():
+            set_batch_session(conn)
+            conn.execute("SELECT set_config('statement_timeout', %s, true)",
+                         (f"{int(timeout.total_seconds() * 1000)}ms",))
+            explained = conn.execute(sql.SQL("EXPLAIN (FORMAT JSON) {}").format(query),
+                                     {"threshold": threshold}).fetchone()[0]  # type: ignore[index]
+            scans = [n for n in plan_nodes(explained[0]["Plan"]) if n.get("Relation Name") == selection.table.name]
+            if not scans or not all("Index Cond" in n for n in scans):
+                return False, None
+            row = conn.execute(query, {"threshold": threshold}).fetchone()
+    except psycopg.errors.QueryCanceled:
+        log(f"purge {selection.table}: finding the last expired key took over {format_duration(timeout)}; "
+            f"the walk goes to the end of the key")
+        return False, None
+    return True, None if row is None else tuple(row)
 
 
 def _estimate(conn: psycopg.Connection, selection: Selection, threshold: datetime) -> int:

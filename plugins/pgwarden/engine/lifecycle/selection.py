@@ -85,15 +85,30 @@ def after_condition(alias: str, key: Sequence[str], after: Sequence[object] | No
     return sql.SQL("ROW({}) > ROW({}) AND ").format(columns(alias, key), values)
 
 
-def batch_bound(selection: Selection, after: Sequence[object] | None) -> sql.Composable:
-    """The key ``%(limit)s`` keys on from ``after`` (an index-only walk of the key), or no row when fewer
-    are left: the upper end of the next batch's key range. Every key counts, selected or not, so a batch
-    never walks further than ``limit`` keys, however few of them expired (the tail of a table where
-    nothing expired is crossed in bounded steps, never in one scan)."""
+def batch_bound(selection: Selection, after: Sequence[object] | None, until: bool = False) -> sql.Composable:
+    """The key ``%(offset)s`` keys on from ``after`` (an index-only walk of the key), or no row when fewer
+    are left (up to the walk's end ``%(until0)s``... when ``until``): the upper end of the next batch's
+    key range. Every key counts, selected or not, so a batch never walks further than ``offset + 1``
+    keys, however few of them expired (a stretch where nothing expired is crossed in bounded steps,
+    never in one scan)."""
     key = selection.key
-    return sql.SQL("SELECT {t_key} FROM {table} AS t WHERE {after}true ORDER BY {t_key} OFFSET %(offset)s LIMIT 1"
-                   ).format(t_key=columns("t", key), table=table_identifier(selection.table),
-                            after=after_condition("t", key, after))
+    return sql.SQL("SELECT {t_key} FROM {table} AS t WHERE {after}{until}true ORDER BY {t_key} "
+                   "OFFSET %(offset)s LIMIT 1").format(
+        t_key=columns("t", key), table=table_identifier(selection.table), after=after_condition("t", key, after),
+        until=upto_condition("t", key, until, "until"))
+
+
+def walk_end(selection: Selection) -> sql.Composable:
+    """The largest selected key: the walk can stop there. The inner query is fenced (``OFFSET 0``) so the
+    planner reads the selected rows (through an index on the expiry column, when there is one) instead
+    of walking the key backwards through every unexpired row; the caller checks which it does."""
+    key = selection.key
+    names = columns(None, key)
+    return sql.SQL("SELECT {names} FROM (SELECT {t_key} FROM {table} AS t WHERE {select} OFFSET 0) AS s "
+                   "ORDER BY {desc} LIMIT 1").format(
+        names=names, t_key=columns("t", key), table=table_identifier(selection.table),
+        select=selection.select("t"), desc=sql.SQL(", ").join(sql.SQL("{} DESC").format(sql.Identifier(n))
+                                                             for n in key))
 
 
 def delete_range(selection: Selection, after: Sequence[object] | None, bounded: bool) -> sql.Composable:
@@ -118,16 +133,16 @@ def delete_range(selection: Selection, after: Sequence[object] | None, bounded: 
         select=selection.select("t"))
 
 
-def upto_condition(alias: str, key: Sequence[str], bounded: bool) -> sql.Composable:
+def upto_condition(alias: str, key: Sequence[str], bounded: bool, name: str = "upto") -> sql.Composable:
     """``ROW(t.k1, t.k2) <= ROW(%(upto0)s, %(upto1)s) AND``, or nothing (``bounded`` false)."""
     if not bounded:
         return sql.SQL("")
-    values = sql.SQL(", ").join(sql.Placeholder(f"upto{i}") for i in range(len(key)))
+    values = sql.SQL(", ").join(sql.Placeholder(f"{name}{i}") for i in range(len(key)))
     return sql.SQL("ROW({}) <= ROW({}) AND ").format(columns(alias, key), values)
 
 
-def upto_params(upto: Sequence[object] | None) -> dict[str, object]:
-    return {f"upto{i}": value for i, value in enumerate(upto or ())}
+def upto_params(upto: Sequence[object] | None, name: str = "upto") -> dict[str, object]:
+    return {f"{name}{i}": value for i, value in enumerate(upto or ())}
 
 
 def lock_range(selection: Selection, after: Sequence[object] | None, bounded: bool) -> sql.Composable:
