@@ -119,7 +119,7 @@ def plan_policy(conn: psycopg.Connection, policy: PolicyConfig) -> PolicyPlan:
                 problems.append("soft_delete.active_view needs PostgreSQL 15 or later (security_invoker views)")
         if problems:
             raise fail("; ".join(problems))
-        main = Selection(policy.table, key, policy.expire.column, policy.where)
+        main = Selection(policy.table, key, policy.expire.column, policy.where, partitioned=partitioned)
         children: list[TablePlan] = []
         if policy.children == "auto":
             children = _children_auto(conn, main, oid, warnings)

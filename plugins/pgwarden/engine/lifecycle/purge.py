@@ -211,7 +211,8 @@ def _walk_end(conn: psycopg.Connection, selection: Selection, threshold: datetim
                          (f"{int(timeout.total_seconds() * 1000)}ms",))
             explained = conn.execute(sql.SQL("EXPLAIN (FORMAT JSON) {}").format(query),
                                      {"threshold": threshold}).fetchone()[0]  # type: ignore[index]
-            scans = [n for n in plan_nodes(explained[0]["Plan"]) if n.get("Relation Name") == selection.table.name]
+            # The table's scans (or its partitions'): each must be an index search, not a walk of it all.
+            scans = [n for n in plan_nodes(explained[0]["Plan"]) if "Relation Name" in n]
             if not scans or not all("Index Cond" in n for n in scans):
                 return False, None
             row = conn.execute(query, {"threshold": threshold}).fetchone()

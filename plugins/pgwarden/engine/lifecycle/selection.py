@@ -36,6 +36,9 @@ class Selection:
     where: str | None = None
     parent: Selection | None = None
     via: ForeignKey | None = None
+    # A partitioned table: the walk names the expiry condition plainly too, so the planner prunes the
+    # partitions that hold no expired row instead of walking their keys.
+    partitioned: bool = False
 
     def depth(self) -> int:
         return 0 if self.parent is None else self.parent.depth() + 1
@@ -43,6 +46,12 @@ class Selection:
     def has_predicate(self) -> bool:
         """An operator predicate narrows this selection (here or on the parent it follows)."""
         return bool(self.where) if self.parent is None else self.parent.has_predicate()
+
+    def prune(self, alias: str) -> sql.Composable:
+        """``t.expires_at < %(threshold)s AND`` on a partitioned table (partition pruning), else nothing."""
+        if not self.partitioned or self.parent is not None:
+            return sql.SQL("")
+        return sql.SQL("{} AND ").format(self.recheck(alias))
 
     def select(self, alias: str) -> sql.Composable:
         return self._condition(alias, with_predicate=True)
@@ -92,10 +101,10 @@ def batch_bound(selection: Selection, after: Sequence[object] | None, until: boo
     keys, however few of them expired (a stretch where nothing expired is crossed in bounded steps,
     never in one scan)."""
     key = selection.key
-    return sql.SQL("SELECT {t_key} FROM {table} AS t WHERE {after}{until}true ORDER BY {t_key} "
+    return sql.SQL("SELECT {t_key} FROM {table} AS t WHERE {after}{until}{prune}true ORDER BY {t_key} "
                    "OFFSET %(offset)s LIMIT 1").format(
         t_key=columns("t", key), table=table_identifier(selection.table), after=after_condition("t", key, after),
-        until=upto_condition("t", key, until, "until"))
+        until=upto_condition("t", key, until, "until"), prune=selection.prune("t"))
 
 
 def walk_end(selection: Selection) -> sql.Composable:
@@ -122,14 +131,16 @@ def delete_range(selection: Selection, after: Sequence[object] | None, bounded: 
     every expired row of the table on every batch when the statistics underestimate them.
     """
     key = selection.key
-    in_range = sql.SQL("{}{}").format(after_condition("d", key, after), upto_condition("d", key, bounded))
+    in_range = sql.SQL("{}{}{}").format(after_condition("d", key, after), upto_condition("d", key, bounded),
+                                        selection.prune("d"))
     statement = sql.SQL("DELETE FROM {table} AS d WHERE {in_range}({recheck}) IS TRUE").format(
         table=table_identifier(selection.table), in_range=in_range, recheck=selection.recheck("d"))
     if not selection.has_predicate():
         return statement
     return sql.SQL("{} AND ({d_key}) IN (SELECT {t_key} FROM {table} AS t WHERE {t_range}({select}) IS TRUE)").format(
         statement, d_key=columns("d", key), t_key=columns("t", key), table=table_identifier(selection.table),
-        t_range=sql.SQL("{}{}").format(after_condition("t", key, after), upto_condition("t", key, bounded)),
+        t_range=sql.SQL("{}{}{}").format(after_condition("t", key, after), upto_condition("t", key, bounded),
+                                         selection.prune("t")),
         select=selection.select("t"))
 
 
@@ -151,10 +162,11 @@ def lock_range(selection: Selection, after: Sequence[object] | None, bounded: bo
     saw them."""
     key = selection.key
     return sql.SQL(
-        "SELECT t.tableoid, t.ctid::text, t.* FROM {table} AS t WHERE {after}{upto}({select}) IS TRUE "
+        "SELECT t.tableoid, t.ctid::text, t.* FROM {table} AS t WHERE {after}{upto}{prune}({select}) IS TRUE "
         "ORDER BY {t_key} FOR UPDATE OF t"
     ).format(table=table_identifier(selection.table), after=after_condition("t", key, after),
-             upto=upto_condition("t", key, bounded), select=selection.select("t"), t_key=columns("t", key))
+             upto=upto_condition("t", key, bounded), prune=selection.prune("t"), select=selection.select("t"),
+             t_key=columns("t", key))
 
 
 def delete_locked(selection: Selection) -> sql.Composable:
