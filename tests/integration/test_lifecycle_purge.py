@@ -79,6 +79,21 @@ def test_purge_deletes_exactly_the_expired_rows_children_first(pg) -> None:
     assert again["rows_total"] == 0 and snapshot(pg) == (set(), kept)
 
 
+def test_with_an_index_on_the_expiry_column_the_walk_stops_at_the_last_expired_key(pg) -> None:
+    seed(pg)
+    with connect(pg.target()) as conn:
+        conn.execute("CREATE INDEX ON sessions (expires_at); ANALYZE sessions")
+        # Everything after the last expired key stays: the rows the walk need not cross.
+        conn.execute("UPDATE sessions SET expires_at = %s WHERE id > 6000 AND expires_at < %s",
+                     (CUTOFF + timedelta(days=1), CUTOFF))
+    expired, kept = snapshot(pg)
+    logs: list[str] = []
+    summary = purge(pg.target(), policy(where="kind <> 'pinned'"), CUTOFF, log=logs.append)
+    assert any("the last expired key is known" in line for line in logs)
+    assert summary["rows"] == len(expired) and summary["finished"] is True
+    assert snapshot(pg) == (set(), kept)
+
+
 @pytest.mark.parametrize("where", ["true) OR (true", "expires_at > now() - interval '1000 years' OR true"])
 def test_a_predicate_cannot_select_rows_newer_than_the_cutoff(pg, where: str) -> None:
     seed(pg, 5000)
