@@ -7,11 +7,11 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from airflow.sdk.exceptions import AirflowFailException
 
 from pgwarden.core import layout
 from pgwarden.core.config import DatabaseConfig
 from pgwarden.core.lifecycle.ledger import ErasureRecord, TableErasure
+from pgwarden.engine.errors import PermanentError
 from pgwarden.engine.lifecycle.ledger import append, ensure_ledger
 from pgwarden.engine.postgres import connect
 from pgwarden.engine.repository import open_repository
@@ -62,7 +62,7 @@ def test_export_and_certificates_run_once_and_a_tampered_ledger_fails_the_export
     with connect(pg.target(), autocommit=False) as conn:
         append(conn, record(3))
         conn.commit()
-    with pytest.raises(AirflowFailException, match="breaks at entry 2"):
+    with pytest.raises(PermanentError, match="breaks at entry 2"):
         export.execute({})
-    with pytest.raises(AirflowFailException, match="does not verify"):
+    with pytest.raises(PermanentError, match="does not verify"):
         certificates.execute({})
