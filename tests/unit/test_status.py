@@ -131,3 +131,42 @@ def test_the_newest_wal_ignores_timeline_history_files() -> None:
     assert status["backups"]["last_incremental"]["age_seconds"] == 30 * 60
     assert status["generated_at"] == NOW.isoformat() and NOW.tzinfo is timezone.utc
     assert isinstance(datetime.fromisoformat(status["generated_at"]), datetime)
+
+
+def test_the_cache_serves_a_stale_status_while_one_thread_refreshes_it() -> None:
+    import threading
+
+    from pgwarden.engine.status import StatusCache
+
+    now = [0.0]
+    release = threading.Event()
+    calls: list[int] = []
+
+    def load(name: str) -> dict:
+        calls.append(1)
+        if len(calls) > 1:
+            release.wait(10)  # the refresh is slow; requests meanwhile get the old status at once
+        return {"database": name, "n": len(calls)}
+
+    cache = StatusCache(load, ttl=60, clock=lambda: now[0])
+    assert cache.get("a")["n"] == 1 and cache.get("a")["n"] == 1 and len(calls) == 1
+    now[0] = 61.0
+    assert cache.get("a")["n"] == 1 and cache.get("a")["n"] == 1  # stale, one refresh started
+    release.set()
+    for thread in [t for t in threading.enumerate() if t.name == "pgwarden-status-a"]:
+        thread.join(10)
+    assert len(calls) == 2 and cache.get("a")["n"] == 2
+
+
+def test_a_failing_or_late_source_becomes_unreachable() -> None:
+    import threading
+
+    from pgwarden.engine.status import StatusCache, _bounded
+
+    never = threading.Event()
+    late = _bounded(lambda: never.wait(5), 0.05, "repository s3://b/p")
+    assert late == Unreachable("repository s3://b/p did not answer within 0.05s")
+    never.set()
+    assert _bounded(lambda: 1 / 0, 1, "database").reason == "database: division by zero"
+    broken = StatusCache(lambda name: 1 / 0).get("x")
+    assert broken == {"database": "x", "error": "status could not be built: division by zero"}
