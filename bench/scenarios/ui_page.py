@@ -30,42 +30,48 @@ SEG = 16 * 2**20
 
 
 def _fill_repository(root: Path, now: datetime) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
     from pgwarden.core.config import RepositoryConfig
+    from pgwarden.engine.repository import open_repository
+
+    repo = open_repository(RepositoryConfig(url=f"file://{root}"))
+    with ThreadPoolExecutor(8) as pool:  # every put fsyncs: side by side, or this takes minutes
+        list(pool.map(lambda i: _fill_database(repo, f"db{i:03d}", now), range(DATABASES)))
+
+
+def _fill_database(repo, name: str, now: datetime) -> None:
     from pgwarden.core.drill import DrillEvidence
     from pgwarden.core.layout import backup_prefix, drill_key, manifest_key, wal_key
     from pgwarden.core.lsn import Lsn
     from pgwarden.core.manifest import BackupManifest, StoredFile, Verification
     from pgwarden.core.walnames import segment_name
-    from pgwarden.engine.repository import open_repository
 
-    repo = open_repository(RepositoryConfig(url=f"file://{root}"))
-    for i in range(DATABASES):
-        name = f"db{i:03d}"
-        for b in range(BACKUPS):
-            started = now - timedelta(days=BACKUPS - b, hours=1)
-            backup_id = started.strftime("%Y%m%dT%H%M%SZ")
-            body = os.urandom(4096)
-            info = repo.put_bytes(backup_prefix(name, backup_id) + "base.tar.zst", body)
-            start = Lsn((b * 16 + 2) * SEG + 0x28)
-            manifest = BackupManifest(
-                database=name, backup_id=backup_id, started_at=started, finished_at=started + timedelta(minutes=5),
-                duration_seconds=300.0, start_lsn=str(start), stop_lsn=str(start + 0x1000), timeline=1,
-                wal_segment_size=SEG, system_identifier="7300000000000000000", server_version="17.2",
-                server_version_num=170002, compression="zstd", checkpoint="fast", database_size_bytes=2**30,
-                stored_bytes=len(body), files=[StoredFile(name="base.tar.zst", size=len(body), sha256=info.sha256,
-                                                          role="base")],
-                verification=Verification(method="pg_verifybackup", files_checked=10, ok=True),
-                pgwarden_version="bench")
-            repo.put_bytes(manifest_key(name, backup_id), manifest.model_dump_json().encode())
-        for s in range(2, 2 + WAL_SEGMENTS):
-            repo.put_bytes(wal_key(name, segment_name(1, Lsn(s * SEG), SEG)), b"w" * 512)
-        for d in range(DRILLS):
-            started = now - timedelta(days=7 * (DRILLS - d))
-            drill = DrillEvidence(database=name, drill_id=started.strftime("%Y%m%dT%H%M%SZ"), started_at=started,
-                                  rto_seconds=200 + 30 * d, rpo_seconds=900, rto_target_seconds=3600,
-                                  rpo_target_seconds=5400, pgwarden_version="bench")
-            drill.add("restore", True, "ok")
-            repo.put_bytes(drill_key(name, drill.drill_id), drill.model_dump_json().encode())
+    for b in range(BACKUPS):
+        started = now - timedelta(days=BACKUPS - b, hours=1)
+        backup_id = started.strftime("%Y%m%dT%H%M%SZ")
+        body = os.urandom(4096)
+        info = repo.put_bytes(backup_prefix(name, backup_id) + "base.tar.zst", body)
+        start = Lsn((b * 16 + 2) * SEG + 0x28)
+        manifest = BackupManifest(
+            database=name, backup_id=backup_id, started_at=started, finished_at=started + timedelta(minutes=5),
+            duration_seconds=300.0, start_lsn=str(start), stop_lsn=str(start + 0x1000), timeline=1,
+            wal_segment_size=SEG, system_identifier="7300000000000000000", server_version="17.2",
+            server_version_num=170002, compression="zstd", checkpoint="fast", database_size_bytes=2**30,
+            stored_bytes=len(body), files=[StoredFile(name="base.tar.zst", size=len(body), sha256=info.sha256,
+                                                      role="base")],
+            verification=Verification(method="pg_verifybackup", files_checked=10, ok=True),
+            pgwarden_version="bench")
+        repo.put_bytes(manifest_key(name, backup_id), manifest.model_dump_json().encode())
+    for s in range(2, 2 + WAL_SEGMENTS):
+        repo.put_bytes(wal_key(name, segment_name(1, Lsn(s * SEG), SEG)), b"w" * 512)
+    for d in range(DRILLS):
+        started = now - timedelta(days=7 * (DRILLS - d))
+        drill = DrillEvidence(database=name, drill_id=started.strftime("%Y%m%dT%H%M%SZ"), started_at=started,
+                              rto_seconds=200 + 30 * d, rpo_seconds=900, rto_target_seconds=3600,
+                              rpo_target_seconds=5400, pgwarden_version="bench")
+        drill.add("restore", True, "ok")
+        repo.put_bytes(drill_key(name, drill.drill_id), drill.model_dump_json().encode())
 
 
 def run(ctx: Context) -> list[Result]:

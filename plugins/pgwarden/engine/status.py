@@ -164,11 +164,14 @@ def gather_database(target: Any, db: DatabaseConfig, now: datetime, statement_ti
     return facts
 
 
-_POOL = ThreadPoolExecutor(max_workers=16, thread_name_prefix="pgwarden-status")
+# Two pools: a database's load waits on its sources, so sharing one pool could fill it with waiting loads
+# and leave the sources queued behind them. A late source keeps its thread until its own timeout ends it.
+_SOURCES = ThreadPoolExecutor(max_workers=32, thread_name_prefix="pgwarden-status-source")
+_LOADS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="pgwarden-status-load")
 
 
 def _bounded(fn: Callable[[], Any], timeout: float, what: str) -> Any:
-    future = _POOL.submit(fn)
+    future = _SOURCES.submit(fn)
     try:
         return future.result(timeout=timeout)
     except FutureTimeout:
@@ -266,5 +269,5 @@ class StatusCache:
         with self._lock:
             missing = [n for n in names if n not in self._entries]
         if missing:
-            list(_POOL.map(self._refresh, missing))
+            list(_LOADS.map(self._refresh, missing))
         return [self.get(n) for n in names]
