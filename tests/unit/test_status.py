@@ -170,3 +170,11 @@ def test_a_failing_or_late_source_becomes_unreachable() -> None:
     assert _bounded(lambda: 1 / 0, 1, "database").reason == "database: division by zero"
     broken = StatusCache(lambda name: 1 / 0).get("x")
     assert broken == {"database": "x", "error": "status could not be built: division by zero"}
+
+
+def test_many_databases_load_side_by_side_without_starving_their_sources() -> None:
+    from pgwarden.engine.status import StatusCache, _bounded
+
+    cache = StatusCache(lambda name: {"database": name, "source": _bounded(lambda: "ok", 5, "repository")})
+    statuses = cache.get_many([f"db{i:03d}" for i in range(60)])
+    assert [s["source"] for s in statuses] == ["ok"] * 60
