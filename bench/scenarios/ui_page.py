@@ -121,7 +121,7 @@ def run(ctx: Context) -> list[Result]:
         bare = FastAPI()
 
         @bare.get("/version")
-        def version() -> dict[str, str]:
+        def version() -> dict[str, str | None]:
             return {"version": "bench", "git_version": None}
 
         page_client, bare_client = TestClient(ui.create_app()), TestClient(bare)
