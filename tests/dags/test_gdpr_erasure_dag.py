@@ -91,10 +91,8 @@ def test_gdpr_erasure_dag_dry_run_then_erasure_once_and_no_personal_data_anywher
 
     # The task logs go to the sys.stdout of the moment logging is configured (see run_dag); a buffer of this
     # test's own, whatever an earlier test's capture left bound: the PII scan reads every line of it.
-    # INFO: importing pgwarden.cli.connections (another module's tests) sets the level to WARNING process-wide.
     task_log = io.StringIO()
     monkeypatch.setattr(sys, "stdout", task_log)
-    monkeypatch.setenv("AIRFLOW__LOGGING__LOGGING_LEVEL", "INFO")
     configure_logging()
     dag = build_dags()["gdprdb.gdpr_erasure"]
     assert dag.max_active_runs == 1 and {"pgwarden", "gdpr_erasure", "db:gdprdb"} <= set(dag.tags)

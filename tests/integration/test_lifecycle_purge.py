@@ -11,6 +11,7 @@ import psycopg
 import pytest
 
 from pgwarden.core.lifecycle.config import PolicyConfig
+from pgwarden.engine.batches import BatchSettings
 from pgwarden.engine.errors import PermanentError
 from pgwarden.engine.lifecycle.partitions import drop_detached_partitions
 from pgwarden.engine.lifecycle.plan import PlanError, plan_policy
@@ -76,6 +77,21 @@ def test_purge_deletes_exactly_the_expired_rows_children_first(pg) -> None:
         assert conn.execute("SELECT count(*) FROM session_events").fetchone()[0] == events_kept
     again = purge(pg.target(), policy(where="kind <> 'pinned'"), CUTOFF, log=logs.append)
     assert again["rows_total"] == 0 and snapshot(pg) == (set(), kept)
+
+
+def test_with_an_index_on_the_expiry_column_the_walk_stops_at_the_last_expired_key(pg) -> None:
+    seed(pg)
+    with connect(pg.target()) as conn:
+        conn.execute("CREATE INDEX ON sessions (expires_at); ANALYZE sessions")
+        # Everything after the last expired key stays: the rows the walk need not cross.
+        conn.execute("UPDATE sessions SET expires_at = %s WHERE id > 6000 AND expires_at < %s",
+                     (CUTOFF + timedelta(days=1), CUTOFF))
+    expired, kept = snapshot(pg)
+    logs: list[str] = []
+    summary = purge(pg.target(), policy(where="kind <> 'pinned'"), CUTOFF, log=logs.append)
+    assert any("the last expired key is known" in line for line in logs)
+    assert summary["rows"] == len(expired) and summary["finished"] is True
+    assert snapshot(pg) == (set(), kept)
 
 
 @pytest.mark.parametrize("where", ["true) OR (true", "expires_at > now() - interval '1000 years' OR true"])
@@ -285,3 +301,97 @@ def test_before_delete_hook_sees_each_batch_and_a_failing_hook_deletes_nothing(p
         purge(pg.target(), policy(), CUTOFF, log=lambda _: None, before_delete=failing)
     with connect(pg.target()) as conn:
         assert conn.execute("SELECT count(*) FROM sessions WHERE id >= 10000000").fetchone()[0] == 50
+
+
+def _detach_backends(conn) -> list[int]:
+    return [pid for (pid,) in conn.execute(
+        "SELECT pid FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND query ILIKE 'ALTER TABLE%%DETACH PARTITION%%'"
+    ).fetchall()]
+
+
+def _pending(conn) -> list[str]:
+    return [name for (name,) in conn.execute(
+        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhdetachpending "
+        "ORDER BY 1").fetchall()]
+
+
+def test_kill_9_during_a_concurrent_detach_leaves_it_pending_and_the_next_run_finalizes(pg, tmp_path) -> None:
+    with connect(pg.target()) as conn:
+        conn.execute("SET TimeZone = 'UTC'")
+        conn.execute(PARTITIONED)
+    written = {"name": "old_events", "table": "public.events", "expire": {"column": "at", "after": "1d"},
+               "mode": "partition_drop", "batch": {"lock_timeout": "10m"}}
+    env = child_env(pg.target(), f"file://{tmp_path}/repo", "lcdetach", tmp_path / "work", "purge",
+                    policy=json.dumps(written), cutoff=CUTOFF.isoformat())
+    # A reader with a transaction open on the parent: DETACH ... CONCURRENTLY commits its first step
+    # (the partition is "detach pending") and then waits for this transaction to end.
+    with psycopg.connect(**pg.target().conninfo_params()) as reader, connect(pg.target()) as watcher:
+        reader.execute("SELECT count(*) FROM events")
+        child = spawn(env)
+        try:
+            wait_for_line(child, "detach public.events_d1", timeout=120)
+            deadline = time.monotonic() + 120
+            while _pending(watcher) != ["events_d1"] or not _detach_backends(watcher):
+                assert time.monotonic() < deadline, "the detach never reached its waiting step"
+                time.sleep(0.01)
+        finally:
+            kill_group(child)
+        # The server notices its client is gone and ends the waiting DETACH (it must not finish it
+        # unseen once the reader goes, nor keep waiting on for hours).
+        deadline = time.monotonic() + 30  # the lock_timeout (10 min) must not be what ends it
+        while _detach_backends(watcher):
+            assert time.monotonic() < deadline, "the DETACH of a killed run is still running"
+            time.sleep(0.05)
+        reader.rollback()
+        assert _pending(watcher) == ["events_d1"]
+        assert watcher.execute("SELECT count(*) FROM events_d1").fetchone()[0] == 1440
+    logs: list[str] = []
+    summary = purge(pg.target(), PolicyConfig.model_validate(written), CUTOFF, log=logs.append)
+    assert "detach public.events_d1 from public.events (finishing an interrupted detach)" in logs
+    assert summary["partitions_detached"] == ["public.events_d1", "public.events_d2"] and summary["finished"]
+    with connect(pg.target()) as conn:
+        assert _pending(conn) == []
+        rule = PolicyConfig.model_validate(written)
+        assert drop_detached_partitions(conn, rule, log=lambda _: None) == ["public.events_d1", "public.events_d2"]
+        assert conn.execute("SELECT count(*) FROM events").fetchone()[0] == 5760 - 2 * 1440 - 19 * 60
+
+
+def test_a_run_stops_cleanly_at_max_run_time_and_the_next_run_finishes(pg) -> None:
+    seed(pg, 40_000)
+    with connect(pg.target()) as conn:
+        conn.execute("DROP TABLE session_events")  # the main table's walk alone is what is limited here
+    expired, kept = snapshot(pg)
+    # A batch starts at most every 500 ms (the pause), so at most two start in the 1 s: 1000 keys, then
+    # at most 8x as many (the growth limit) -- far fewer than the table's 40000 keys.
+    logs: list[str] = []
+    limited = {"time_budget": "20ms", "pause": "500ms", "max_run_time": "1s"}
+    first = purge(pg.target(), policy(where="kind <> 'pinned'", batch=limited), CUTOFF, log=logs.append)
+    left, _ = snapshot(pg)
+    assert first["finished"] is False and 0 < first["rows"] == len(expired) - len(left) < len(expired)
+    assert any("stopping at the run time limit" in line for line in logs)
+    assert snapshot(pg)[1] == kept
+    second = purge(pg.target(), policy(where="kind <> 'pinned'"), CUTOFF, log=lambda _: None)
+    assert second["finished"] is True and first["rows"] + second["rows"] == len(expired)
+    assert snapshot(pg) == (set(), kept)
+
+
+def test_a_batch_over_its_statement_timeout_is_cancelled_and_retried_smaller(pg) -> None:
+    seed(pg, 5000)
+    expired, kept = snapshot(pg)
+    slow = sorted(expired)[100:160]  # 60 expired rows that take 25 ms each to delete
+    with connect(pg.target()) as conn:
+        conn.execute("CREATE TABLE slow_rows (id bigint PRIMARY KEY)")
+        conn.execute("INSERT INTO slow_rows SELECT unnest(%s::bigint[])", (slow,))
+        conn.execute("CREATE FUNCTION slow_delete() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                     "IF EXISTS (SELECT 1 FROM slow_rows WHERE id = OLD.id) THEN PERFORM pg_sleep(0.025); END IF; "
+                     "RETURN OLD; END $$")
+        conn.execute("CREATE TRIGGER slow BEFORE DELETE ON sessions FOR EACH ROW EXECUTE FUNCTION slow_delete()")
+    # lock_timeout 200 ms + 20 x 10 ms -> the 1 s floor: a batch holding the 60 rows (1.5 s) is cancelled.
+    rule = policy(where="kind <> 'pinned'", batch={"time_budget": "10ms", "lock_timeout": "200ms"})
+    assert BatchSettings(time_budget=timedelta(milliseconds=10),
+                         lock_timeout=timedelta(milliseconds=200)).statement_timeout == timedelta(seconds=1)
+    logs: list[str] = []
+    summary = purge(pg.target(), rule, CUTOFF, log=logs.append)
+    assert summary["statement_timeouts"] >= 1 and summary["finished"] is True
+    assert any("exceeded the statement timeout" in line for line in logs)
+    assert summary["rows"] == len(expired) and snapshot(pg) == (set(), kept)

@@ -9,10 +9,12 @@ from pgwarden.engine.batches import BatchSettings, next_size, percentile, progre
 SETTINGS = BatchSettings(time_budget=timedelta(milliseconds=100), min_size=10, max_size=1000)
 
 
-def test_batch_grows_when_fast_shrinks_when_slow_within_bounds() -> None:
-    assert next_size(100, timedelta(milliseconds=20), SETTINGS) == 200
-    assert next_size(100, timedelta(milliseconds=80), SETTINGS) == 100
-    assert next_size(100, timedelta(milliseconds=400), SETTINGS) == 20
+def test_batch_grows_towards_a_third_of_the_budget_shrinks_when_slow_within_bounds() -> None:
+    assert next_size(100, timedelta(milliseconds=20), SETTINGS) == 175  # scaled by aim (35 ms) / took
+    assert next_size(100, timedelta(milliseconds=1), SETTINGS) == 800  # at most 8x at once
+    assert next_size(100, timedelta(milliseconds=30), SETTINGS) == 100  # near the aim: kept
+    assert next_size(100, timedelta(milliseconds=75), SETTINGS) == 100  # over the aim, under the budget
+    assert next_size(1000, timedelta(milliseconds=400), SETTINGS) == 87
     assert next_size(800, timedelta(milliseconds=1), SETTINGS) == 1000
     assert next_size(12, timedelta(seconds=10), SETTINGS) == 10
 

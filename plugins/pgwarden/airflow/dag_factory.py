@@ -17,9 +17,8 @@ from pgwarden.engine.config_file import load_config
 Builder = Callable[[str, DatabaseConfig, Defaults], list[DAG]]
 
 # Every concern that is built. A concern appears here only once its pipeline really exists.
-PIPELINES: tuple[Builder, ...] = (
-    healthcheck.build, backup.build, restore.build, lifecycle.build, erasure.build, migrate.build,
-)
+PIPELINES: tuple[Builder, ...] = (healthcheck.build, backup.build, restore.build, lifecycle.build, erasure.build,
+                                  migrate.build)
 
 
 def build_dags(config: PgwardenConfig | None = None) -> dict[str, DAG]:

@@ -12,12 +12,16 @@ needs a connection: ``pgwarden config validate`` and ``--help`` never import Air
 from __future__ import annotations
 
 import os
+import sys
 
 from pgwarden.core.config import RepositoryConfig
 
 # Airflow logs to stdout at INFO by default (the Amazon provider says where credentials came from), which
-# would corrupt the JSON the commands print there. Set before Airflow is first imported in this process.
-os.environ["AIRFLOW__LOGGING__LOGGING_LEVEL"] = "WARNING"
+# would corrupt the JSON the commands print there. It only takes effect before Airflow is first imported,
+# and only then is it set: a process that already runs Airflow (a task, a test session calling ``main``)
+# keeps its own logging, and its later task logs are not silenced.
+if "airflow" not in sys.modules:
+    os.environ["AIRFLOW__LOGGING__LOGGING_LEVEL"] = "WARNING"
 
 
 def pg_target(conn_id: str):

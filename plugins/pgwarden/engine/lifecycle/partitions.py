@@ -71,6 +71,7 @@ def detach_expired_partitions(conn: psycopg.Connection, plan: PolicyPlan, thresh
         how = sql.SQL("FINALIZE" if pending else "CONCURRENTLY")
         log(f"detach {partition} from {policy.table} ({'finishing an interrupted detach' if pending else 'concurrently'})")
         conn.execute("SELECT set_config('lock_timeout', %s, false)", (lock_ms,))
+        _notice_a_dead_client(conn)
         try:
             conn.execute(sql.SQL("ALTER TABLE {} DETACH PARTITION {} {}").format(
                 table_identifier(policy.table), table_identifier(partition), how))
@@ -80,6 +81,25 @@ def detach_expired_partitions(conn: psycopg.Connection, plan: PolicyPlan, thresh
             conn.execute("SELECT set_config('lock_timeout', '0', false)")
         detached.append(str(partition))
     return detached
+
+
+# How often a waiting DETACH checks that pgwarden is still connected.
+CLIENT_CHECK = "1s"
+
+
+def _notice_a_dead_client(conn: psycopg.Connection) -> None:
+    """Have the server end the DETACH if this process dies (kill -9 of the worker) while it waits.
+
+    ``DETACH ... CONCURRENTLY`` waits for every transaction using the parent to end; a backend whose
+    client is gone would otherwise wait on, then finish the detach unseen, or hold its lock for hours.
+    Ended, it leaves the partition "detach pending", which the next run finishes with ``FINALIZE``.
+    (PostgreSQL 14+, on platforms that can report a closed socket; elsewhere the server refuses it and
+    the wait is only bounded by ``lock_timeout``.)
+    """
+    try:
+        conn.execute("SELECT set_config('client_connection_check_interval', %s, false)", (CLIENT_CHECK,))
+    except (psycopg.errors.InvalidParameterValue, psycopg.errors.UndefinedObject):
+        pass
 
 
 def drop_detached_partitions(conn: psycopg.Connection, policy: PolicyConfig, *,

@@ -8,9 +8,11 @@ table at once. The summary holds counts only, never row data.
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -19,18 +21,22 @@ from psycopg import sql
 
 from pgwarden.core.identifiers import QualifiedName
 from pgwarden.core.lifecycle.config import PolicyConfig
+from pgwarden.core.units import format_duration
 from pgwarden.engine.batches import BatchOutcome, BatchSettings, BatchStats, Key, run_batches
 from pgwarden.engine.errors import TransientError
 from pgwarden.engine.lifecycle.partitions import detach_expired_partitions
-from pgwarden.engine.lifecycle.plan import plan_policy, set_batch_session
+from pgwarden.engine.lifecycle.plan import plan_nodes, plan_policy, set_batch_session
 from pgwarden.engine.lifecycle.selection import (
     Selection,
     after_params,
+    batch_bound,
     count_estimate,
-    delete_batch,
     delete_locked,
-    lock_batch,
+    delete_range,
+    lock_range,
     next_key,
+    upto_params,
+    walk_end,
 )
 from pgwarden.engine.postgres import PgTarget, connect, table_identifier
 
@@ -101,7 +107,7 @@ def purge(
                     stats = archiver(conn, table_plan.selection, threshold, settings)
                 else:
                     stats = purge_table(conn, table_plan.selection, threshold, settings, log=log,
-                                        before_delete=hook, clock=clock)
+                                        before_delete=hook, clock=clock, side_conn=lambda: connect(target))
                 tables[str(table_plan.table)] = stats.to_json_dict()
                 if not stats.finished:
                     finished = False
@@ -140,28 +146,56 @@ def purge_table(
     log: Callable[[str], None],
     before_delete: BeforeDelete | None = None,
     clock: Callable[[], float] = time.monotonic,
+    side_conn: Callable[[], AbstractContextManager[psycopg.Connection]] | None = None,
 ) -> BatchStats:
+    """Walk ``selection`` in key ranges. ``side_conn`` opens a second connection on which the walk's end
+    is read while the first batches already run (without it, it is read first, on ``conn``)."""
     what = f"purge {selection.table}"
     estimate = _estimate(conn, selection, threshold)
     log(f"{what}: rows older than {threshold.isoformat()}, ~{estimate} estimated")
+    finder = WalkEnd(selection, threshold, settings, log)
+    if side_conn is None:
+        finder.read(conn)
+    else:
+        finder.start(side_conn)
+    try:
+        stats = _walk(conn, selection, threshold, settings, finder, what=what, estimate=estimate, log=log,
+                      before_delete=before_delete, clock=clock)
+    finally:
+        finder.stop()
+    log(f"{what}: {stats.summary()}")
+    return stats
 
+
+def _walk(conn: psycopg.Connection, selection: Selection, threshold: datetime, settings: BatchSettings,
+          finder: WalkEnd, *, what: str, estimate: int, log: Callable[[str], None],
+          before_delete: BeforeDelete | None, clock: Callable[[], float]) -> BatchStats:
     def step(conn: psycopg.Connection, after: Key | None, limit: int) -> BatchOutcome:
+        known, end = finder.result()
+        if known and end is None:
+            return BatchOutcome(0, None)  # nothing was selected when the run began
         set_batch_session(conn)
-        params = {"threshold": threshold, "limit": limit, **after_params(selection.key, after)}
+        params = {"threshold": threshold, "limit": limit, **after_params(selection.key, after),
+                  **upto_params(end, "until")}
+        # The next `limit` keys, whatever they hold; the range's selected rows are deleted. The walk's
+        # end (the last selected key, or the table's) ends it, after deleting what the last range held.
+        bound = conn.execute(batch_bound(selection, after, until=end is not None),
+                             {**params, "offset": limit - 1}).fetchone()
+        upto, last = (end, None) if bound is None else (tuple(bound), tuple(bound))
+        params.update(upto_params(upto))
         if before_delete is None:
-            row = conn.execute(delete_batch(selection, after), params).fetchone()
-            return BatchOutcome(0, None) if row is None else BatchOutcome(int(row[0]), tuple(row[1:]))
-        cur = conn.execute(lock_batch(selection, after), params)
+            deleted = conn.execute(delete_range(selection, after, bounded=upto is not None), params).rowcount
+            return BatchOutcome(deleted, last)
+        cur = conn.execute(lock_range(selection, after, bounded=upto is not None), params)
         rows = cur.fetchall()
         if not rows:
-            return BatchOutcome(0, None)
+            return BatchOutcome(0, last)
         names = [d.name for d in cur.description or ()][2:]
         data = [tuple(r[2:]) for r in rows]
         before_delete(conn, names, data)
         deleted = conn.execute(delete_locked(selection), {
             "threshold": threshold, "oids": [r[0] for r in rows], "ctids": [r[1] for r in rows]}).rowcount
-        positions = [names.index(k) for k in selection.key]
-        return BatchOutcome(deleted, tuple(data[-1][p] for p in positions))
+        return BatchOutcome(deleted, last)
 
     def peek(conn: psycopg.Connection, after: Key | None) -> Key | None:
         set_batch_session(conn)
@@ -169,9 +203,85 @@ def purge_table(
                            {"threshold": threshold, **after_params(selection.key, after)}).fetchone()
         return None if row is None else tuple(row)
 
-    stats = run_batches(conn, step, settings, peek=peek, what=what, estimate=estimate, log=log, clock=clock)
-    log(f"{what}: {stats.summary()}")
-    return stats
+    return run_batches(conn, step, settings, peek=peek, what=what, estimate=estimate, log=log, clock=clock)
+
+
+# The walk's end is read in one statement (no row locks, a snapshot only): bounded all the same.
+WALK_END_TIMEOUT = timedelta(seconds=30)
+
+
+class WalkEnd:
+    """The largest selected key, where the walk can stop instead of crossing every unexpired row after the
+    last expired one. Known only when the server reaches the selected rows through an index on the expiry
+    column (then it costs one read of the selected rows, run beside the first batches when a second
+    connection is given); otherwise, or if that read runs over its timeout, the walk goes to the end of
+    the key. The read's snapshot is taken before any batch deletes: rows that become selected beyond it
+    while the run goes on are the next run's."""
+
+    def __init__(self, selection: Selection, threshold: datetime, settings: BatchSettings,
+                 log: Callable[[str], None]) -> None:
+        self.selection, self.threshold, self.log = selection, threshold, log
+        self.timeout = max(WALK_END_TIMEOUT, settings.statement_timeout)
+        self._result: tuple[bool, Key | None] = (False, None)
+        self._thread: threading.Thread | None = None
+        self._conn: psycopg.Connection | None = None
+        self._stopping = False
+
+    def result(self) -> tuple[bool, Key | None]:
+        """(known, key); (False, None) while the read runs."""
+        return self._result
+
+    def start(self, side_conn: Callable[[], AbstractContextManager[psycopg.Connection]]) -> None:
+        if self.selection.parent is not None:
+            return  # a child's rows are selected through its parent's: no index of its own to read
+
+        def run() -> None:
+            try:
+                with side_conn() as conn:
+                    self._conn = conn
+                    self.read(conn)
+            except Exception as exc:  # the end is an optimisation: without it the walk goes to the key's end
+                self._result = (False, None)
+                self.log(f"purge {self.selection.table}: the walk's end could not be read "
+                         f"({type(exc).__name__}); the walk goes to the end of the key")
+
+        self._thread = threading.Thread(target=run, name="pgwarden-walk-end", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """The walk is over: cancel a read still running, and wait for its connection to close."""
+        if self._thread is None:
+            return
+        self._stopping = True
+        if self._thread.is_alive() and self._conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                self._conn.cancel()
+        self._thread.join()
+
+    def read(self, conn: psycopg.Connection) -> None:
+        if self.selection.parent is not None:
+            return
+        query = walk_end(self.selection)
+        try:
+            with conn.transaction():
+                set_batch_session(conn)
+                conn.execute("SELECT set_config('statement_timeout', %s, true)",
+                             (f"{int(self.timeout.total_seconds() * 1000)}ms",))
+                explained = conn.execute(sql.SQL("EXPLAIN (FORMAT JSON) {}").format(query),
+                                         {"threshold": self.threshold}).fetchone()[0]  # type: ignore[index]
+                # The table's scans (or its partitions'): each must be an index search, not a walk of it all.
+                scans = [n for n in plan_nodes(explained[0]["Plan"]) if "Relation Name" in n]
+                if not scans or not all("Index Cond" in n for n in scans):
+                    return
+                row = conn.execute(query, {"threshold": self.threshold}).fetchone()
+        except psycopg.errors.QueryCanceled:
+            if self._stopping:
+                return  # cancelled by stop(): the walk finished first
+            self.log(f"purge {self.selection.table}: the last expired key was not found within "
+                     f"{format_duration(self.timeout)}; the walk goes to the end of the key")
+            return
+        self._result = (True, None if row is None else tuple(row))
+        self.log(f"purge {self.selection.table}: the last expired key is known; the walk stops there")
 
 
 def _estimate(conn: psycopg.Connection, selection: Selection, threshold: datetime) -> int:
