@@ -18,8 +18,9 @@ body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:16px;color
 h1{font-size:20px;margin:0 0 4px} h2{font-size:17px;margin:0 0 8px} h3{font-size:13px;margin:10px 0 4px;
 text-transform:uppercase;letter-spacing:.04em;color:#52606d}
 .db{border:1px solid #d9e2ec;border-radius:6px;padding:12px 16px;margin:12px 0}
-.grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(300px,1fr));gap:4px 24px}
+.grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(380px,1fr));gap:4px 24px}
 table{border-collapse:collapse;font-size:13px} td,th{padding:2px 8px 2px 0;text-align:left;vertical-align:top}
+.pill,code{white-space:nowrap} .grid>div{overflow-x:auto} .grid>.wide{grid-column:1/-1}
 th{font-weight:600;color:#52606d} .muted{color:#7b8794;font-size:12px}
 .pill{display:inline-block;padding:1px 8px;border-radius:10px;font-weight:600;font-size:12px}
 .green{background:#e3f9e5;color:#0e5814} .amber{background:#fff3c4;color:#8d2b0b}
@@ -161,7 +162,7 @@ def database_html(status: dict[str, Any]) -> str:
         f'<div><h3>Restore drills</h3>{_drills(status["drills"])}</div>'
         f'<div><h3>Lifecycle</h3>{_lifecycle(status["lifecycle"])}</div>'
         f'<div><h3>Erasure</h3>{_erasure(status["erasure"])}</div>'
-        f'<div><h3>Migrations</h3>{_migrations(status["migrations"])}</div></div>'
+        f'<div class="wide"><h3>Migrations</h3>{_migrations(status["migrations"])}</div></div>'
         f'<p class=muted>as of {_e(status["generated_at"])}</p></section>'
     )
 
