@@ -97,6 +97,9 @@ class DemoConfig:
     dags_folder: Path = ROOT / "dags"
     plugins_folder: Path = ROOT / "plugins"
     startup_timeout: float = 240.0
+    # More simple-auth-manager users than the demo's admin: name -> (role, password); the e2e tests log in
+    # as a viewer with them.
+    more_users: dict[str, tuple[str, str]] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -632,7 +635,8 @@ class DemoStack:
             "AIRFLOW__CORE__DAGS_FOLDER": str(self.config.dags_folder),
             "AIRFLOW__CORE__PLUGINS_FOLDER": str(self.config.plugins_folder),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN_USER}:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(
+                [f"{ADMIN_USER}:admin"] + [f"{name}:{role}" for name, (role, _) in self.config.more_users.items()]),
             "AIRFLOW__API__HOST": self.config.api_host,
             "AIRFLOW__API__PORT": str(self.api_port),
             # Tasks reach the Execution API through base_url; the default assumes port 8080.
@@ -673,7 +677,8 @@ class DemoStack:
         # The simple auth manager keeps `{"user": "password"}` here and only generates passwords for
         # users missing from it, so writing it first gives the demo a fixed login.
         passwords = self.airflow_home / "simple_auth_manager_passwords.json.generated"
-        passwords.write_text(json.dumps({ADMIN_USER: ADMIN_PASSWORD}) + "\n")
+        more = {name: password for name, (_, password) in self.config.more_users.items()}
+        passwords.write_text(json.dumps({ADMIN_USER: ADMIN_PASSWORD, **more}) + "\n")
         self.api_port = self.config.api_port or (8080 if not port_in_use(8080) else free_port())
         if port_in_use(self.api_port):
             raise RuntimeError(f"port {self.api_port} for the Airflow API server is in use")

@@ -52,10 +52,31 @@ def test_ttl_purge_dag_purges_and_a_cleared_run_deletes_nothing_new(pg, pgwarden
         # Rows that expire after the run's cutoff (already expired by the wall clock now, in 2026-11-30 20:xx
         # or later) must survive a clear of the same run.
         conn.execute("INSERT INTO sessions VALUES (5000, %s)", (CUTOFF + timedelta(seconds=1),))
+        # Each try's count is kept in the database for the pgwarden page (engine/lifecycle/runs.py).
+        assert dict(conn.execute("SELECT policy, rows_deleted FROM pgwarden.lifecycle_runs")) == {
+            "expired_sessions": 499, "retracted_notes": 1}
     rerun = dag.test(logical_date=CUTOFF)
     assert {ti.task_id: ti.state for ti in rerun.get_task_instances()}["purge_expired_sessions"] == "success"
     with connect(pg.target()) as conn:
         assert conn.execute("SELECT count(*) FROM sessions").fetchone()[0] == 502
+
+    # The page's status of this database: purged rows from lifecycle_runs; an unreachable server is said so.
+    from pgwarden.engine.config_file import load_config
+    from pgwarden.engine.repository import open_repository
+    from pgwarden.engine.status import StatusSources
+
+    db = load_config().databases["lcdag"]
+    status = StatusSources(open_repository, lambda _conn_id: pg.target()).collect("lcdag", db)
+    assert status["lifecycle"]["purged"]["total"] == 500 and status["migrations"] == []
+    assert status["backups"]["last_full"] is None and status["drills"]["count"] == 0
+    from dataclasses import replace
+
+    from pgwarden.engine.cluster import free_port
+
+    nowhere = replace(pg.target(), port=free_port(), connect_timeout=2)
+    status = StatusSources(open_repository, lambda _conn_id: nowhere).collect("lcdag", db)
+    assert status["migrations"]["unreachable"].startswith("database (connection pg_lcdag): connecting to")
+    assert status["lifecycle"]["purged"] == status["migrations"] and status["backups"]["last_full"] is None
 
 
 def test_ttl_purge_plan_fails_before_touching_a_row(pg, pgwarden_config, monkeypatch, file_repo) -> None:

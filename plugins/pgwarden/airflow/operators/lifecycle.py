@@ -70,12 +70,25 @@ class PurgePolicyOperator(PgwardenOperator):
             raise AirflowSkipException(f"policy {self.policy} is not in this run's `policies` param")
         policy = self.db_config.lifecycle.policy(self.policy)
         if policy.mode == "archive_then_delete":
-            return self.archive_then_delete(context, policy)
-        summary = purge(self.pg_target(), policy, run_cutoff(context), log=self.log.info)
-        if not summary["finished"]:
-            self.log.warning("policy %s stopped at its max_run_time (%s); the next run continues",
-                             self.policy, policy.batch.max_run_time)
+            summary = self.archive_then_delete(context, policy)
+        else:
+            summary = purge(self.pg_target(), policy, run_cutoff(context), log=self.log.info)
+            if not summary["finished"]:
+                self.log.warning("policy %s stopped at its max_run_time (%s); the next run continues",
+                                 self.policy, policy.batch.max_run_time)
+        self.record(context, summary)
         return summary
+
+    def record(self, context: Any, summary: dict[str, Any]) -> None:
+        """The try's count in ``pgwarden.lifecycle_runs`` (engine/lifecycle/runs.py): the pgwarden page's
+        "rows purged per day" reads it there, not from XCom."""
+        from pgwarden.engine.lifecycle.runs import record_purge
+        from pgwarden.engine.postgres import connect
+
+        ti = context["ti"]
+        with connect(self.pg_target(), statement_timeout="30s") as conn:
+            record_purge(conn, str(context["run_id"]), self.policy, int(ti.try_number or 1),
+                         int(summary["rows_total"]), bool(summary["finished"]))
 
     def metrics(self, result: dict[str, Any]) -> list[Metric]:
         """Rows deleted by this policy's run, foreign-key children included (a counter: add them up)."""
