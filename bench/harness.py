@@ -46,7 +46,8 @@ class Result:
     """One measured figure, its baseline and its target.
 
     ``ratio`` defaults to ``value / baseline_value``. ``target`` is an upper bound on ``ratio``
-    (``target_kind="ratio_max"``) or on ``value`` (``"value_max"``); ``ok`` follows from it and is
+    (``target_kind="ratio_max"``) or on ``value`` (``"value_max"``), or a lower bound (``"ratio_min"``,
+    ``"value_min"``); ``ok`` follows from it and is
     true when there is no target. ``extra`` holds anything else worth keeping (raw runs, counts).
     ``scenario``, ``commit`` and ``measured_at`` are filled in by the runner.
     """

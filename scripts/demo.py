@@ -593,6 +593,9 @@ class DemoStack:
                 "conn_type": "aws", "login": S3_ACCESS_KEY, "password": S3_SECRET_KEY,
                 "extra": {"endpoint_url": self.s3_endpoint, "region_name": S3_REGION},
             }),
+            # The GDPR erasure key (pseudonyms, ledger subject references): random, kept with the demo.
+            "AIRFLOW_CONN_PGWARDEN_ERASURE_KEY": json.dumps({"conn_type": "generic",
+                                                             "password": self.erasure_key()}),
             "PGWARDEN_CONFIG": str(self.config.config_file),
             # Backups in flight and restored drill servers: inside the demo folder, so
             # `make demo-clean` removes them too.
@@ -600,6 +603,16 @@ class DemoStack:
             # pitr_restore's default destination, for the same reason.
             "PGWARDEN_RESTORE_DIR": str(self.base / "restore"),
         }
+
+    def erasure_key(self) -> str:
+        """The demo's erasure HMAC key: made once, then kept (a new key would make new pseudonyms)."""
+        import secrets
+
+        path = self.base / "erasure.key"
+        if not path.exists():
+            path.write_text(secrets.token_hex(32))
+            os.chmod(path, 0o600)
+        return path.read_text().strip()
 
     def airflow_env(self) -> dict[str, str]:
         assert self.api_port is not None
@@ -785,6 +798,8 @@ class DemoStack:
             "task log: it reports what the database offers pgwarden and what is missing. Then trigger",
             "appdb.backup_full (WAL collection and the restore drill skip until a first full backup exists),",
             "then appdb.backup_incremental and appdb.verify_restore, and read the drill's RTO/RPO in its log.",
+            "appdb.gdpr_erasure erases users soft-deleted more than 30 days ago (a few are on legal hold and",
+            "stay); trigger it with dry_run first, then for real, and read the erase task's summary.",
             f"Backups land in the bucket under {DATABASE}/. From a shell, with the demo's connections:",
             f"  {self.source_line}",
             f"  .venv/bin/pgwarden catalog {DATABASE}      # backups, WAL coverage, restore points",

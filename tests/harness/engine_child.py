@@ -2,7 +2,9 @@
 
 Everything comes from the environment (never argv, which ``ps`` shows to every user):
 
-    PGWARDEN_CHILD_ACTION      ``full`` (take_full_backup), ``wal`` (collect_wal) or ``purge`` (lifecycle purge)
+    PGWARDEN_CHILD_ACTION      ``full`` (take_full_backup), ``wal`` (collect_wal), ``purge`` (lifecycle purge)
+                               or ``erase`` (GDPR erasure, progress every 20 subjects)
+                               or ``reapply`` (erasures re-applied after a restore)
     PGWARDEN_CHILD_DATABASE    the database's name in the repository (``appdb``)
     PGWARDEN_CHILD_REPO_URL    file:///... or s3://bucket/prefix
     PGWARDEN_CHILD_REPO_CONN_ID   (s3) the repository's Airflow AWS connection
@@ -10,7 +12,9 @@ Everything comes from the environment (never argv, which ``ps`` shows to every u
     PGWARDEN_CHILD_RESTORE_POINT  (wal) the restore point's name
     PGWARDEN_CHILD_COMPRESSION    (wal) zstd, gzip or none
     PGWARDEN_CHILD_POLICY      (purge) the lifecycle policy as written in the config, as JSON
-    PGWARDEN_CHILD_CUTOFF      (purge) the cutoff, ISO 8601 with a time zone
+    PGWARDEN_CHILD_CUTOFF      (purge, erase) the cutoff, ISO 8601 with a time zone
+    PGWARDEN_CHILD_ERASURE     (erase, reapply) the lifecycle.erasure section as JSON
+    PGWARDEN_CHILD_ERASURE_KEY (erase, reapply) the HMAC key (a test key; in production it comes from Airflow)
     PGHOST, PGPORT, PGUSER, PGDATABASE, PGPASSWORD   the server, as libpq reads them
     AIRFLOW_CONN_<ID>          that connection, resolved by pgwarden's hooks as in production
 
@@ -122,6 +126,29 @@ def _main() -> None:
 
         purge(target, PolicyConfig.model_validate(json.loads(env["PGWARDEN_CHILD_POLICY"])),
               datetime.fromisoformat(env["PGWARDEN_CHILD_CUTOFF"]), log=log)
+    elif action == "erase":
+        import json
+        from datetime import datetime
+
+        from pgwarden.core.lifecycle.pii import ErasureConfig
+        from pgwarden.engine.lifecycle.erasure import RecordContext, erase_subjects
+        from pgwarden.engine.lifecycle.erasure_plan import plan_erasure
+        from pgwarden.engine.postgres import connect
+
+        config = ErasureConfig.model_validate(json.loads(env["PGWARDEN_CHILD_ERASURE"]))
+        with connect(target) as conn:
+            erase_subjects(conn, plan_erasure(conn, config), datetime.fromisoformat(env["PGWARDEN_CHILD_CUTOFF"]),
+                           env["PGWARDEN_CHILD_ERASURE_KEY"].encode(), RecordContext(database=database, try_number=1),
+                           log=log, progress_every=20)
+    elif action == "reapply":
+        import json
+
+        from pgwarden.core.lifecycle.pii import ErasureConfig
+        from pgwarden.engine.lifecycle.erasure import RecordContext
+        from pgwarden.engine.lifecycle.reapply import reapply_and_check
+
+        reapply_and_check(target, repo, database, ErasureConfig.model_validate(json.loads(env["PGWARDEN_CHILD_ERASURE"])),
+                          env["PGWARDEN_CHILD_ERASURE_KEY"].encode(), RecordContext(database=database), log=log)
     else:
         raise SystemExit(f"unknown PGWARDEN_CHILD_ACTION {action!r}")
     log("DONE")

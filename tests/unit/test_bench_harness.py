@@ -45,6 +45,9 @@ def test_result_computes_ratio_and_ok_against_either_kind_of_target():
     floor = {"unit": "rows/s", "baseline_value": 100.0, "target": 0.5, "target_kind": "ratio_min"}
     assert Result(name="x", value=40.0, **floor).ok is False
     assert Result(name="x", value=60.0, **floor).ok is True
+    # A floor on the figure itself (subjects/s at least 500).
+    assert Result(name="x", value=499.0, unit="subjects/s", target=500, target_kind="value_min").ok is False
+    assert Result(name="x", value=501.0, unit="subjects/s", target=500, target_kind="value_min").ok is True
     assert Result(name="x", value=9.0, unit="s").ok is True  # no target: informational
     with pytest.raises(ValueError, match="target_kind"):
         Result(name="x", value=1.0, unit="s", target=1.0)

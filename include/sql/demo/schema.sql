@@ -1,7 +1,8 @@
 -- The demo application's schema: a small shop with the data shapes pgwarden's pipelines care about.
 --
 --   users     personal data (email, full_name, phone, date_of_birth), soft delete through deleted_at;
---             the GDPR erasure pipeline anonymises rows whose deleted_at is past the grace period
+--             the GDPR erasure pipeline anonymises rows whose deleted_at is past the grace period,
+--             except those on legal_hold
 --   sessions  login sessions with expires_at; the TTL purge pipeline deletes expired ones in batches
 --   audit_notes  staff notes on accounts (an audit trail); a retracted note is soft-deleted through
 --             deleted_at and hard-deleted 90 days later by the TTL purge pipeline
@@ -25,10 +26,12 @@ CREATE TABLE IF NOT EXISTS users (
     updated_at       timestamptz NOT NULL DEFAULT now(),
     last_login_at    timestamptz,
     deleted_at       timestamptz,
+    legal_hold       boolean     NOT NULL DEFAULT false,
     CONSTRAINT users_deleted_after_created CHECK (deleted_at IS NULL OR deleted_at >= created_at)
 );
 COMMENT ON TABLE users IS 'Customers. Personal data: email, full_name, phone, date_of_birth. Soft delete: deleted_at.';
 COMMENT ON COLUMN users.deleted_at IS 'Set when the user closes the account; personal data is erased after the grace period.';
+COMMENT ON COLUMN users.legal_hold IS 'Set by legal/compliance: the account''s data must be kept (litigation); never erased while set.';
 
 CREATE TABLE IF NOT EXISTS sessions (
     id          bigserial   PRIMARY KEY,

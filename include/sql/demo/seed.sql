@@ -5,7 +5,8 @@
 -- (pgwarden.demo_sessions_per_user) and ~3 orders. The data is deterministic for a given size
 -- (setseed) and relative to the moment it is loaded:
 --   * ~8% of users are soft-deleted, spread from years ago to the last few days, so the GDPR erasure
---     pipeline finds both users past the grace period and users still inside it;
+--     pipeline finds both users past the grace period and users still inside it; 1 in 40 of them is
+--     on legal hold (users.legal_hold), which erasure never touches;
 --   * sessions come from the last 45 days with 1-day, 30-day or 90-day lifetimes, so roughly half are
 --     expired when loaded (and more every day the demo data ages) for the TTL purge pipeline;
 --   * orders span each user's life, including closed accounts (kept for accounting).
@@ -205,6 +206,9 @@ LATERAL (
     JOIN users AS u ON u.id = pick.user_id
 ) AS o
 ORDER BY o.created_at;
+
+-- Legal holds: a few closed accounts (1 in 40) are kept for litigation; GDPR erasure must not touch them.
+UPDATE users SET legal_hold = true WHERE deleted_at IS NOT NULL AND id % 40 = 0;
 
 -- Audit notes: one for every other user over the last year; 30% retracted (soft-deleted) since, so
 -- some are past the 90-day hard-delete horizon and some are not.

@@ -32,3 +32,10 @@ def open_repository(config: RepositoryConfig):
     from pgwarden.airflow.hooks import open_repository as resolve
 
     return resolve(config)
+
+
+def erasure_key(source) -> bytes:
+    """The erasure HMAC key the config's ``lifecycle.erasure.hmac_key`` names (connection or variable)."""
+    from pgwarden.airflow.hooks import erasure_key as resolve
+
+    return resolve(source)

@@ -19,7 +19,7 @@ from pydantic import (
     WithJsonSchema,
 )
 
-from pgwarden.core.identifiers import QualifiedName
+from pgwarden.core.identifiers import QualifiedName, parse_column, quote
 from pgwarden.core.schedule import validate_cron
 from pgwarden.core.units import parse_duration, parse_size
 
@@ -54,6 +54,8 @@ def _table(value: Any) -> QualifiedName:
 TableName = Annotated[QualifiedName, PlainValidator(_table), PlainSerializer(str),
                       WithJsonSchema({"type": "string"})]
 Cron = Annotated[str, BeforeValidator(_cron)]
+# A column as written in SQL (``expires_at``, ``"e-mail"``); stored as the catalog name, shown quoted.
+ColumnName = Annotated[str, BeforeValidator(parse_column), PlainSerializer(quote)]
 FrequentCron = Annotated[str, BeforeValidator(_frequent_cron)]
 ConnId = Annotated[str, BeforeValidator(_conn_id)]
 

@@ -12,6 +12,9 @@ client and PostgreSQL's own tools restores from it without pgwarden.
     <database>/wal/<timeline>.history                 timeline history files (uncompressed, tiny)
     <database>/restore_points/<name>.json             named restore points pgwarden created
     <database>/drills/<drill_id>.json                 restore-drill evidence
+    <database>/ledger/entries/<first>-<last>.json     erasure ledger entries first..last (12-digit seqs), never rewritten
+    <database>/ledger/head.json                       the exported chain's head: last seq and its entry hash
+    <database>/ledger/certificates/<seq>.json|.html   erasure certificate of ledger entry <seq> (12 digits)
 """
 
 from __future__ import annotations
@@ -70,6 +73,41 @@ def restore_point_key(database: str, name: str) -> str:
 
 def drill_key(database: str, drill_id: str) -> str:
     return f"{database}/drills/{drill_id}.json"
+
+
+LEDGER_ENTRIES_NAME = re.compile(r"^(\d{12})-(\d{12})\.json$")
+
+
+def ledger_prefix(database: str) -> str:
+    return f"{database}/ledger/"
+
+
+def ledger_entries_prefix(database: str) -> str:
+    return f"{database}/ledger/entries/"
+
+
+def ledger_entries_key(database: str, first_seq: int, last_seq: int) -> str:
+    """Fixed-width seqs, so a listing sorts in chain order."""
+    return f"{ledger_entries_prefix(database)}{first_seq:012d}-{last_seq:012d}.json"
+
+
+def ledger_entries_range(key: str) -> tuple[int, int] | None:
+    """``(first, last)`` of an entries object key, or ``None`` for any other key."""
+    match = LEDGER_ENTRIES_NAME.match(key.rsplit("/", 1)[-1])
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+def ledger_head_key(database: str) -> str:
+    return f"{ledger_prefix(database)}head.json"
+
+
+def certificates_prefix(database: str) -> str:
+    return f"{ledger_prefix(database)}certificates/"
+
+
+def certificate_key(database: str, seq: int, extension: str) -> str:
+    """A certificate of ledger entry ``seq``: ``extension`` is ``json`` or ``html``."""
+    return f"{certificates_prefix(database)}{seq:012d}.{extension}"
 
 
 def backup_id_of(key: str) -> str | None:

@@ -7,7 +7,9 @@
 5. ``pg_amcheck`` (heap + all indexes) on the configured tables, amcheck created in the scratch
    server only; the database's own smoke queries (``include/sql/verify/<database>/*.sql``, each
    returning true);
-6. write the evidence JSON into the repository (``drills/``), pass or fail.
+6. with a ``lifecycle.erasure`` config: re-apply, from the exported ledger, the erasures made after the
+   backup and check no erased subject's personal data is present (``erased_subjects``);
+7. write the evidence JSON into the repository (``drills/``), pass or fail.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from pgwarden.engine import pgtools
 from pgwarden.engine.catalog import read_catalog
 from pgwarden.engine.cluster import LocalCluster, free_port
 from pgwarden.engine.errors import NoBackupYet, PermanentError, PgwardenError
+from pgwarden.engine.lifecycle.erasure import RecordContext
 from pgwarden.engine.postgres import connect, count_rows, table_identifier
 from pgwarden.engine.restore.cleanup import remove_restore
 from pgwarden.engine.restore.recovery import recovery_tuning, write_recovery
@@ -105,6 +108,26 @@ def _smoke_queries(cluster: LocalCluster, dbname: str, directory: Path | None, e
             evidence.add(f"smoke:{path.stem}", False, f"failed: {str(exc).splitlines()[0]}")
 
 
+def _erased_subjects(cluster: LocalCluster, dbname: str, repo, database: str, db_config: DatabaseConfig,
+                     key: bytes | None, record_context: RecordContext, evidence: DrillEvidence, log: Log) -> None:
+    """No erased person comes back with a restore: re-apply the erasures the backup predates (from the
+    exported ledger) on the scratch server, then prove no erased subject's personal data is present."""
+    from pgwarden.engine.lifecycle.reapply import reapply_and_check
+
+    if key is None:
+        evidence.add("erased_subjects", False, "not checked: no erasure HMAC key was given to the drill")
+        return
+    try:
+        report, check = reapply_and_check(cluster.target(dbname), repo, database, db_config.lifecycle.erasure,
+                                          key, record_context, log=log)
+    except PgwardenError as exc:
+        evidence.add("erased_subjects", False, f"re-applying erasures failed: {str(exc).splitlines()[0]}")
+        return
+    evidence.add("erased_subjects", check.ok,
+                 f"re-applied {report.reapplied} of {report.undone_erasures} erasure(s) made after the backup "
+                 f"({report.not_present} subject(s) not in it); {check.detail()}")
+
+
 def run_drill(
     repo,
     database: str,
@@ -117,6 +140,8 @@ def run_drill(
     smoke_dir: Path | None = None,
     log: Log = print,
     now: datetime | None = None,
+    erasure_key: bytes | None = None,
+    record_context: RecordContext | None = None,
 ) -> DrillEvidence:
     """Run one drill in ``scratch`` (an empty directory) and write its evidence. Never raises for a
     failed check: the evidence says what failed; the caller decides to fail the task."""
@@ -202,6 +227,9 @@ def run_drill(
         _amcheck(cluster, dbname, verify.amcheck_tables if verify.amcheck_tables is not None
                  else db_config.backup.count_rows, evidence)
         _smoke_queries(cluster, dbname, smoke_dir, evidence)
+        if db_config.lifecycle.erasure is not None:
+            _erased_subjects(cluster, dbname, repo, database, db_config, erasure_key,
+                             record_context or RecordContext(database=database), evidence, log)
         evidence.judge_targets()
     except NoBackupYet:
         raise  # nothing was drilled: no evidence to write

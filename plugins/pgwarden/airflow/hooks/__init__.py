@@ -7,16 +7,18 @@ running scheduler.
 
 - ``pg_target(conn_id)``: a Postgres connection as a ``PgTarget`` (every libpq extra, IAM tokens);
 - ``s3_settings(conn_id)``: an AWS connection as ``S3Settings`` (session, role, verify, botocore config);
-- ``open_repository(config)``: the repository a ``RepositoryConfig`` names, reached with those settings.
+- ``open_repository(config)``: the repository a ``RepositoryConfig`` names, reached with those settings;
+- ``erasure_key(source)``: the erasure HMAC key from the connection or variable the config names.
 """
 
 from __future__ import annotations
 
 from pgwarden.airflow.hooks.aws import s3_settings
 from pgwarden.airflow.hooks.postgres import pg_target
+from pgwarden.airflow.hooks.secrets import erasure_key
 from pgwarden.core.config import RepositoryConfig
 
-__all__ = ["open_repository", "pg_target", "s3_settings"]
+__all__ = ["erasure_key", "open_repository", "pg_target", "s3_settings"]
 
 
 def open_repository(config: RepositoryConfig):

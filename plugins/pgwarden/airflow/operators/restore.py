@@ -19,6 +19,23 @@ def drill_parent(database: str) -> Path:
     return work_root() / database
 
 
+class ReappliesErasures:
+    """For restore tasks of a database with ``lifecycle.erasure``: the key and who re-applies, for the ledger."""
+
+    def erasure_key(self) -> bytes | None:
+        from pgwarden.airflow.hooks.secrets import erasure_key
+
+        erasure = self.db_config.lifecycle.erasure  # type: ignore[attr-defined]
+        return None if erasure is None else erasure_key(erasure.hmac_key)
+
+    def record_context(self, context: Any):
+        from pgwarden.engine.lifecycle.erasure import RecordContext
+
+        return RecordContext(database=self.database, dag_id=self.dag_id,  # type: ignore[attr-defined]
+                             run_id=str(context["run_id"]), task_id=self.task_id,  # type: ignore[attr-defined]
+                             try_number=int(context["ti"].try_number), kind="reapply")
+
+
 class PrepareScratchOperator(PgwardenOperator):
     """Setup task: remove scratch servers a killed drill left behind, make a fresh directory."""
 
@@ -57,7 +74,7 @@ class RemoveScratchOperator(PgwardenOperator):
         self.log.info("removed %s", path)
 
 
-class RestoreDrillOperator(PgwardenOperator):
+class RestoreDrillOperator(ReappliesErasures, PgwardenOperator):
     """Restore the newest backup to the newest restore point in the scratch directory and check it.
 
     Also restores the oldest monthly/yearly backup every ``verify.old_backup_every`` months (or when
@@ -90,7 +107,8 @@ class RestoreDrillOperator(PgwardenOperator):
             scratch.mkdir(parents=True, exist_ok=True)
             self._drilling = scratch
             evidence = run_drill(repo, self.database, self.db_config, scratch=scratch, dbname=dbname, kind=kind,
-                                 backup_id=backup_id, smoke_dir=smoke, log=self.log.info)
+                                 backup_id=backup_id, smoke_dir=smoke, log=self.log.info,
+                                 erasure_key=self.erasure_key(), record_context=self.record_context(context))
             results.append(evidence)
         self._drilling = None
         failed = [e for e in results if not e.passed]
@@ -164,7 +182,7 @@ def _when(iso: str) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-class PitrRestoreOperator(PgwardenOperator):
+class PitrRestoreOperator(ReappliesErasures, PgwardenOperator):
     """Restore to the approved target into ``destination`` and leave it running (or paused).
 
     Reads the same target params as the plan task, and ``destination``, ``port`` (null: any free
@@ -177,10 +195,36 @@ class PitrRestoreOperator(PgwardenOperator):
         params = context["params"]
         target, backup_id = requested_target(params)
         action = params["action"]
-        result = restore(self.repository(), self.database, Path(params["destination"]), target,
+        repo = self.repository()
+        result = restore(repo, self.database, Path(params["destination"]), target,
                          backup_id=backup_id, port=params["port"], start=True, action=action, log=self.log.info)
+        summary = result.to_json_dict()
+        if self.db_config.lifecycle.erasure is not None:
+            summary["erasures"] = self.reapply(context, repo, result, action)
         self.log.info("%s", next_steps(result, action))
-        return result.to_json_dict()
+        return summary
+
+    def reapply(self, context: Any, repo: Any, result: Any, action: str) -> dict[str, object]:
+        """Before the server is handed over: erase again whoever the restore brought back (from the exported
+        ledger). A server paused at its target is read-only: then the log says how to do it after promotion."""
+        from pgwarden.engine.errors import PermanentError
+        from pgwarden.engine.lifecycle.reapply import reapply_and_check
+        from pgwarden.engine.restore.server import restored_server
+
+        if action != "promote":
+            self.log.warning("%s is paused at the target (read-only): erasures made after it are NOT re-applied "
+                             "yet. After promoting, run `pgwarden ledger reapply %s --to-dsn-env VAR` before "
+                             "anyone uses it", self.database, self.database)
+            return {"reapplied": None, "pending": True}
+        server = restored_server(Path(result.datadir), result.port or 0)
+        config = self.db_config.lifecycle.erasure
+        report, check = reapply_and_check(server.target(self.pg_target().dbname), repo, self.database, config,
+                                          self.erasure_key() or b"", self.record_context(context),
+                                          log=self.log.info)
+        if not check.ok:
+            raise PermanentError(f"the restored {self.database} still holds personal data of erased subjects "
+                                 f"after re-applying erasures: {check.detail()}; do not hand it over")
+        return {**report.to_json_dict(), "check": check.detail()}
 
 
 def requested_target(params: Any):

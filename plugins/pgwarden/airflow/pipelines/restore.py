@@ -26,7 +26,9 @@ VERIFY_DOC = """\
 into a scratch server on this worker (downloads verified by SHA-256), runs `pg_verifybackup`, replays WAL
 to the backup's row-count restore point and compares the counts exactly, replays on to the newest restore
 point and promotes, then runs `pg_amcheck` (heap and all indexes) and the smoke queries in
-`include/sql/verify/{database}/*.sql` (each must return true). Every {old_every} also restores the
+`include/sql/verify/{database}/*.sql` (each must return true). With a GDPR erasure config it re-applies,
+from the exported erasure ledger, the erasures made after the backup and checks that no erased subject's
+personal data is present (`erased_subjects`). Every {old_every} also restores the
 oldest monthly/yearly backup. It measures **RTO** (drill start to first successful query; target
 {rto}) and **RPO** (how far the newest restorable point was behind the drill's start; target {rpo}).
 
@@ -56,7 +58,9 @@ PITR_DOC = """\
 **What it does.** Point-in-time recovery of `{database}` from `{repository}` into a directory on the
 worker, on demand. `plan` picks the base backup for the target and checks the WAL reaches it;
 `approve` shows that plan in **Required actions** and waits for a person; `restore` downloads and
-verifies the backup and WAL, replays to the target and leaves a running server.
+verifies the backup and WAL, replays to the target and leaves a running server. With a GDPR erasure
+config, a promoted server first gets every erasure made after its backup re-applied from the exported
+erasure ledger (`pgwarden ledger reapply` does the same by hand; a paused server needs it after promotion).
 
 **Params.** `target_kind`: latest, time, name (a restore point) or lsn; `target_value`: e.g.
 `2026-11-24T09:30:00+00:00`, `pgwarden_{database}_20261124T090000Z` or `0/3000060`; `destination`: an

@@ -10,22 +10,14 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BeforeValidator, Field, PlainSerializer, field_validator, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
-from pgwarden.core.config_types import ByteSize, Cron, Duration, Strict, TableName
-from pgwarden.core.identifiers import parse_column, quote
+from pgwarden.core.config_types import ByteSize, ColumnName, Cron, Duration, Strict, TableName
+from pgwarden.core.lifecycle.pii import ErasureConfig
 
 POLICY_NAME = re.compile(r"^[a-z0-9_]{1,64}$")
-
-
-def _column(value: Any) -> str:
-    return parse_column(value)
-
-
-# A column as written in SQL (``expires_at``, ``"e-mail"``); stored as the catalog name, shown quoted.
-ColumnName = Annotated[str, BeforeValidator(_column), PlainSerializer(quote)]
 
 
 def _positive(delta: timedelta) -> timedelta:
@@ -145,8 +137,16 @@ class PolicyConfig(Strict):
 
 
 class LifecycleConfig(Strict):
+    """A database's data lifecycle: TTL policies (``<db>.ttl_purge``) and GDPR erasure (``<db>.gdpr_erasure``).
+
+    One section, so the two agree on what is personal data: a policy's ``personal_data`` columns must be
+    mapped by ``erasure`` when it is configured, and an archiving policy treats the erasure map's columns of
+    its table as personal data too (they are dropped, anonymized or expire from the archive).
+    """
+
     schedule: Cron = "@hourly"
     policies: list[PolicyConfig] = Field(default_factory=list)
+    erasure: ErasureConfig | None = None
 
     @field_validator("policies")
     @classmethod
@@ -157,6 +157,28 @@ class LifecycleConfig(Strict):
                 raise ValueError(f"policy name {policy.name!r} is used twice; names label tasks and must be unique")
             seen.add(policy.name)
         return policies
+
+    @model_validator(mode="after")
+    def _personal_data_agrees(self) -> LifecycleConfig:
+        if self.erasure is None:
+            return self
+        for index, policy in enumerate(self.policies):
+            mapped = self.erasure.pii_columns(policy.table)
+            unmapped = sorted(set(policy.personal_data) - mapped)
+            if unmapped:
+                raise ValueError(
+                    f"policies[{index}] ({policy.name}) lists personal_data {unmapped} of {policy.table}, which "
+                    f"erasure.tables does not map; give each a strategy under erasure.tables (one list of "
+                    f"personal data per database)")
+            if policy.mode == "archive_then_delete":
+                archive = policy.archive_settings
+                kept = sorted(mapped - set(archive.drop_columns) - set(archive.anonymize_columns))
+                if kept and archive.expire_after is None:
+                    raise ValueError(
+                        f"policies[{index}] ({policy.name}) would archive {policy.table}'s personal data {kept} "
+                        f"(mapped by erasure) as it is; list them under archive.drop_columns or "
+                        f"archive.anonymize_columns, or set archive.expire_after")
+        return self
 
     def policy(self, name: str) -> PolicyConfig:
         for policy in self.policies:
