@@ -67,12 +67,12 @@ class CeleryStack(demo.DemoStack):
         }
 
     def start_airflow(self) -> None:
-        env = self.airflow_env()
         self.airflow_home.mkdir(parents=True, exist_ok=True)
         passwords = self.airflow_home / "simple_auth_manager_passwords.json.generated"
         passwords.write_text(f'{{"{demo.ADMIN_USER}": "{demo.ADMIN_PASSWORD}"}}\n')
         self.api_port = self.config.api_port
         self.api = demo.AirflowApi(self.api_url)
+        env = self.airflow_env()
         airflow = str(demo._venv_bin() / "airflow")
         subprocess.run([airflow, "db", "migrate"], env=env, cwd=self.base, check=True, capture_output=True,
                        timeout=300)
