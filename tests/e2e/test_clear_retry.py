@@ -25,6 +25,7 @@ import psutil
 import pytest
 import yaml
 
+from pgwarden.core import layout
 from pgwarden.engine.cluster import free_port
 from pgwarden.engine.postgres import connect
 from pgwarden.engine.restore import remove_restore, restored_server
@@ -101,18 +102,23 @@ def test_every_dag_converges_after_a_real_failure_and_a_clear(demo_base: Path) -
             final = api.wait_for_run(f"appdb.{case}", run_id, timeout=240)
             assert final["state"] == "failed", f"{case} with the server down: {_states(api, f'appdb.{case}', run_id)}"
         stack.cluster.start()
+        # backup_full first: backup_incremental collects WAL only once a full backup exists.
+        assert _clear_failed(api, "appdb.backup_full", runs["backup_full"])
+        api.wait_for_run("appdb.backup_full", runs["backup_full"], timeout=300)
         for case, run_id in runs.items():
-            assert _clear_failed(api, f"appdb.{case}", run_id), case
+            if case != "backup_full":
+                assert _clear_failed(api, f"appdb.{case}", run_id), case
         for case, run_id in runs.items():
             final = api.wait_for_run(f"appdb.{case}", run_id, timeout=300)
             states = _states(api, f"appdb.{case}", run_id)
             assert final["state"] == "success", f"{case} after the clear: {states}\n{stack.log_tail()}"
             assert "failed" not in states.values(), (case, states)
+        assert _states(api, "appdb.backup_incremental", runs["backup_incremental"])["collect_wal"] == "success"
 
         s3 = stack.s3_client()
         keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=demo.BUCKET, Prefix="appdb/")
                 for o in page.get("Contents", [])]
-        assert len([k for k in keys if k.startswith("appdb/base/") and k.endswith("/manifest.json")]) == 1, keys
+        assert len([k for k in keys if k.startswith("appdb/base/") and k.endswith("/" + layout.MANIFEST_NAME)]) == 1, keys
         assert any(k.startswith("appdb/wal/") for k in keys)
         with connect(target) as conn:
             assert conn.execute("SELECT count(*) FROM sessions WHERE expires_at < now() - interval '10 minutes'"
