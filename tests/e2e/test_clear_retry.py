@@ -9,6 +9,9 @@ and the repository in the state one clean run leaves (no duplicate backup, ledge
 * verify_restore: its scratch server is killed with kill -9 once it is seen running; cleared;
 * pitr_restore: a stray file in the destination makes the approved restore fail; removed, cleared.
 
+Then `pgwarden audit export`, as a read-only user, must name the gate's approver, every erasure ledger
+entry, the second tries of the cleared tasks and the clears (tests/e2e/test_audit_export.py).
+
 The DAG list comes from the API: a pgwarden DAG without a case here fails the test. The config is the
 demo's with `retries: 0`, so a failure is final at once instead of waiting for a retry.
 """
@@ -19,6 +22,7 @@ import contextlib
 import json
 import time
 import urllib.parse
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import psutil
@@ -29,6 +33,7 @@ from pgwarden.core import layout
 from pgwarden.engine.cluster import free_port
 from pgwarden.engine.postgres import connect
 from pgwarden.engine.restore import remove_restore, restored_server
+from tests.e2e.test_audit_export import AuditedStack, check_audit_export, personal_values
 from tests.e2e.test_demo import ROOT, demo, demo_base  # noqa: F401 (fixture)
 from tests.e2e.test_pitr_approval import _wait_for_state
 
@@ -78,7 +83,8 @@ def _scratch_postmasters(work_dir: Path) -> list[psutil.Process]:
 def test_every_dag_converges_after_a_real_failure_and_a_clear(demo_base: Path) -> None:  # noqa: F811
     config = demo.DemoConfig(base=demo_base, users=1000, sessions_per_user=2, api_port=free_port(),
                              config_file=_config_without_retries(demo_base))
-    stack = demo.DemoStack(config, progress=print)
+    stack = AuditedStack(config, progress=print)
+    since = datetime.now(timezone.utc) - timedelta(minutes=1)
     destination = demo_base / "pitr" / "data"
     try:
         stack.start()
@@ -94,6 +100,7 @@ def test_every_dag_converges_after_a_real_failure_and_a_clear(demo_base: Path) -
             due = conn.execute("SELECT count(*) FROM users WHERE deleted_at < now() - interval '30 days' "
                                "AND NOT legal_hold").fetchone()[0]
         assert due > 0
+        personal = personal_values(target)
 
         # 1. The application server is down: every DAG touching it fails at its first database task.
         stack.cluster.stop(mode="fast")
@@ -174,6 +181,12 @@ def test_every_dag_converges_after_a_real_failure_and_a_clear(demo_base: Path) -
         port = int((destination / "postmaster.pid").read_text().splitlines()[3])
         with connect(restored_server(destination, port).target("appdb")) as conn:
             assert conn.execute("SELECT count(*) FROM users").fetchone()[0] == 1000
+
+        # 3. The audit trail of all this, exported by a read-only user (README "Audit export").
+        report = check_audit_export(stack, since, pitr_run, "Approve", runs["gdpr_erasure"], personal)
+        tries = {(e["dag_id"], e["task_id"]): e["try_number"] for e in report["events"] if e["source"] == "airflow.task"}
+        assert tries[("appdb.gdpr_erasure", "plan")] == 2 and tries[("appdb.pitr_restore", "restore")] == 2, tries
+        assert any(e["source"] == "airflow.event" and "clear" in e["what"] for e in report["events"])
     finally:
         remove_restore(destination)
         stack.stop()
