@@ -14,12 +14,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pgwarden.cli import archive, catalog, config, healthcheck, ledger, migrate, restore
+from pgwarden.cli import archive, audit, catalog, config, healthcheck, ledger, migrate, restore
 from pgwarden.core.config import ConfigError
 from pgwarden.engine.errors import PgwardenError
 
 # The command groups, in the order ``pgwarden --help`` lists them.
-GROUPS = (config, healthcheck, catalog, restore, ledger, archive, migrate)
+GROUPS = (config, healthcheck, catalog, restore, ledger, archive, migrate, audit)
 
 
 def build_parser() -> argparse.ArgumentParser:
