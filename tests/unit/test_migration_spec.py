@@ -24,7 +24,8 @@ CATALOG = {PEOPLE: TableSnapshot(
 
 @pytest.mark.parametrize(("text", "expected"), [
     ("operations: [", "009_x.yaml: not valid YAML at line 1"),
-    ("steps: []", "009_x.yaml: expected a mapping with exactly one key, operations"),
+    ("steps: []", "009_x.yaml: expected a mapping with the key operations"),
+    ("operations: [{drop_index: {index: i}}]\nrehearse: sometimes", "009_x.yaml.rehearse: expected true or false"),
     ("operations: [{nope: {}}]", "009_x.yaml: operations[0].nope: unknown operation 'nope'"),
     ("operations: [{drop_index: {index: i}}, {rename_column: {table: t, from: a}}]",
      "009_x.yaml: operations[1].rename_column.to: Field required"),
