@@ -65,3 +65,9 @@ def test_a_table_without_a_usable_key_is_refused_at_plan_time() -> None:
                       "to: mail}\n", "011_x.yaml")
     with pytest.raises(PlanError, match=r"operations\[0\].rename_column.table: .* has no primary key"):
         plan_migration(spec, keyless)
+
+
+def test_rehearse_is_off_unless_the_file_turns_it_on() -> None:
+    body = "operations: [{drop_index: {index: i}}]"
+    assert parse_spec(body, "009_x.yaml").rehearse is False
+    assert parse_spec(body + "\nrehearse: true", "009_x.yaml").rehearse is True
