@@ -59,7 +59,7 @@ def world():
         collect_wal(source.target(), repo, "db", slot=BackupConfig().slot_for("db"), workdir=base / "w1",
                     compression="zstd", restore_point="after_more_rows", warn_bytes=2**30)
         yield source, repo, config, base
-    for pid_file in base.glob("**/postmaster.pid"):
+    for pid_file in list(base.glob("**/postmaster.pid")):  # a server a failed test left running
         remove_restore(pid_file.parent)
     shutil.rmtree(base, ignore_errors=True)
 
@@ -156,3 +156,14 @@ def test_a_killed_rehearsal_leaves_a_server_the_next_try_removes_before_it_succe
     assert report.passed, report.failures()
     assert not any(p.exists() for p in leftovers) and not list(parent.glob(f"{SCRATCH_PREFIX}-*"))
     assert source_state(source) == before
+
+
+def test_without_a_backup_the_rehearsal_fails_saying_what_runs_first(tmp_path) -> None:
+    (tmp_path / "repo").mkdir()
+    repo = open_repository(RepositoryConfig(url=f"file://{tmp_path / 'repo'}"))
+    parent = tmp_path / "scratch"
+    report = rehearse(repo, "db", migration(tmp_path, "002_rename_email.yaml", RENAME), dbname="postgres",
+                      scratch_parent=parent, log=lambda _: None)
+    assert not report.passed and report.failed_phase == "restore"
+    assert "run db.backup_full first" in report.error
+    assert report.scratch_removed and not list(parent.glob(f"{SCRATCH_PREFIX}-*"))

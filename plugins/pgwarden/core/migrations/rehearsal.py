@@ -32,7 +32,7 @@ class RehearsalReport:
     backup_id: str | None = None
     restore_target: str | None = None
     phases: dict[str, float] = field(default_factory=dict)  # seconds, see PHASE_ORDER
-    lock_retries: int = 0  # lock-timeout retries over every DDL phase run on the copy
+    lock_retries: int = 0  # lock-timeout retries of every DDL statement and backfill batch run on the copy
     lock_wait_seconds: float = 0.0  # time DDL statements spent waiting for their locks (retries included)
     backfill_rows: int = 0
     backfill_rows_per_second: float | None = None

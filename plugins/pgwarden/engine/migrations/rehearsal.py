@@ -130,6 +130,7 @@ class _Copy:
         while True:  # a backfill stops at its run-time limit; the copy has all the time it needs
             result = ec.backfill(self.target, self.path, settings=UNTHROTTLED, log=self.log)
             rows = sum(b.rows_walked for b in result.backfills)
+            self.report.lock_retries += sum(b.batches.lock_timeout_retries for b in result.backfills if b.batches)
             if all(b.finished for b in result.backfills):
                 return rows
 
