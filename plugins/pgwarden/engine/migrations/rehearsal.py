@@ -258,7 +258,9 @@ def rehearse(
     except TransientError:
         raise  # an S3 hiccup or a lost connection during the restore: the task's retry runs it all again
     except PgwardenError as exc:  # no backup, a corrupt object, recovery stopping short: nothing was rehearsed
-        report.failed_phase, report.error = "restore", error_text(exc)
+        # after the restore: reading the copy's tables or dumping their schema before pass A
+        report.failed_phase = "restore" if "restore" not in report.phases else "schema snapshot"
+        report.error = error_text(exc)
     finally:
         remove_restore(datadir)
         shutil.rmtree(scratch, ignore_errors=True)
