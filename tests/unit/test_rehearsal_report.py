@@ -65,3 +65,27 @@ def test_the_run_param_decides_when_given_else_the_file() -> None:
     assert not should_rehearse(off, {"rehearse": None})
     assert should_rehearse(off, {"rehearse": True}) and not should_rehearse(on, {"rehearse": False})
     assert NOT_REHEARSED.startswith("### Rehearsal: not run")
+
+
+def test_error_text_elides_quoted_values_of_server_errors_and_keeps_our_own_messages() -> None:
+    import psycopg
+
+    from pgwarden.core.migrations.steps import PlanError
+    from pgwarden.engine.errors import PermanentError
+    from pgwarden.engine.migrations.rehearsal import error_text
+
+    try:
+        try:
+            raise psycopg.errors.InvalidTextRepresentation('invalid input syntax for type bigint: "secret-42"')
+        except psycopg.Error as exc:
+            raise PermanentError(f"backfill: {exc}") from exc
+    except PermanentError as exc:
+        text = error_text(exc)
+    assert "secret-42" not in text and text.startswith("InvalidTextRepresentation")
+    try:
+        try:
+            raise psycopg.errors.UndefinedFunction("operator does not exist")
+        except psycopg.Error:
+            raise PlanError("004_x.yaml", 1, "change_column_type.up", "the server rejects it") from None
+    except PlanError as exc:
+        assert error_text(exc).startswith("004_x.yaml: operations[1].change_column_type.up")

@@ -66,11 +66,14 @@ UNTHROTTLED = BackfillSettings(
 
 
 def _psycopg_cause(exc: BaseException) -> psycopg.Error | None:
-    seen = exc
+    """The server error behind ``exc`` when it was raised ``from`` one (``classify`` keeps its full text).
+
+    Errors raised ``from None`` (the executor's, a ``PlanError``) wrote a safe message of their own."""
+    seen: BaseException | None = exc
     while seen is not None:
         if isinstance(seen, psycopg.Error):
             return seen
-        seen = seen.__cause__ or seen.__context__
+        seen = seen.__cause__
     return None
 
 
