@@ -24,7 +24,8 @@ CATALOG = {PEOPLE: TableSnapshot(
 
 @pytest.mark.parametrize(("text", "expected"), [
     ("operations: [", "009_x.yaml: not valid YAML at line 1"),
-    ("steps: []", "009_x.yaml: expected a mapping with exactly one key, operations"),
+    ("steps: []", "009_x.yaml: expected a mapping with the key operations"),
+    ("operations: [{drop_index: {index: i}}]\nrehearse: sometimes", "009_x.yaml.rehearse: expected true or false"),
     ("operations: [{nope: {}}]", "009_x.yaml: operations[0].nope: unknown operation 'nope'"),
     ("operations: [{drop_index: {index: i}}, {rename_column: {table: t, from: a}}]",
      "009_x.yaml: operations[1].rename_column.to: Field required"),
@@ -64,3 +65,9 @@ def test_a_table_without_a_usable_key_is_refused_at_plan_time() -> None:
                       "to: mail}\n", "011_x.yaml")
     with pytest.raises(PlanError, match=r"operations\[0\].rename_column.table: .* has no primary key"):
         plan_migration(spec, keyless)
+
+
+def test_rehearse_is_off_unless_the_file_turns_it_on() -> None:
+    body = "operations: [{drop_index: {index: i}}]"
+    assert parse_spec(body, "009_x.yaml").rehearse is False
+    assert parse_spec(body + "\nrehearse: true", "009_x.yaml").rehearse is True

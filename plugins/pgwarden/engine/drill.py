@@ -42,14 +42,14 @@ from pgwarden.engine.restore.server import reached, restored_server, wait_for_ta
 Log = Callable[[str], None]
 
 
-def clean_stale_scratch(parent: Path, log: Log) -> int:
-    """Stop and remove scratch servers left by drills that were killed (kill -9, lost worker).
+def clean_stale_scratch(parent: Path, log: Log, prefix: str = "drill") -> int:
+    """Stop and remove scratch servers left by drills (or rehearsals) that were killed (kill -9, lost worker).
 
-    Any ``drill-*`` directory under ``parent`` is stale (one drill per database runs at a time); every
-    data directory inside it with a ``postmaster.pid`` has its server stopped first.
+    Any ``<prefix>-*`` directory under ``parent`` is stale (one drill, or one rehearsal, per database runs
+    at a time); every data directory inside it with a ``postmaster.pid`` has its server stopped first.
     """
     removed = 0
-    for stale in sorted(parent.glob("drill-*")) if parent.exists() else []:
+    for stale in sorted(parent.glob(f"{prefix}-*")) if parent.exists() else []:
         if not stale.is_dir():
             continue
         # <drill dir>/data (engine layout) or <drill dir>/<kind>/data (the DAG's); listed before removing.
@@ -59,6 +59,15 @@ def clean_stale_scratch(parent: Path, log: Log) -> int:
         removed += 1
         log(f"removed stale scratch server directory {stale}")
     return removed
+
+
+def scratch_server(datadir: Path, backup: BackupEntry) -> LocalCluster:
+    """The server on a restored scratch copy (not started), with fast-replay settings.
+
+    Off the network: a restored copy of production data is reachable only through pgwarden's socket.
+    """
+    return restored_server(datadir, free_port(), {**recovery_tuning(backup.manifest.database_size_bytes),
+                                                  "listen_addresses": ""})
 
 
 def pick_old_backup(catalog: Catalog) -> BackupEntry | None:
@@ -189,9 +198,7 @@ def run_drill(
             evidence.add("pg_verifybackup", False, exc.stderr.splitlines()[0] if exc.stderr else str(exc))
             return _finish(repo, evidence, log)
 
-        # Off the network: a restored copy of production data is reachable only through pgwarden's socket.
-        cluster = restored_server(datadir, free_port(), {**recovery_tuning(backup.manifest.database_size_bytes),
-                                                         "listen_addresses": ""})
+        cluster = scratch_server(datadir, backup)
         counts = backup.manifest.row_counts
         # Old backups keep only the WAL that makes them consistent, so counts are checked on the newest,
         # and only once WAL past the count's restore point has been collected.

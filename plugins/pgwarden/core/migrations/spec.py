@@ -6,6 +6,9 @@
       - rename_column: {table: public.users, from: email, to: email_address}
       - create_index: {table: public.users, name: users_email_address, columns: [email_address]}
 
+``rehearse: true`` beside ``operations`` makes the migration's DAG rehearse it on a restored copy of
+the newest backup before expand runs on production (a run Param can ask for it too; README "Rehearsal").
+
 Each operation is one key naming its kind, holding its fields. Identifiers are written as in SQL
 (``"User Data"."e-mail"``); expressions (``up``, ``down``, ``check``, ``default``...) are SQL text the
 server type-checks when the migration is planned against it. A mistake is a ``SpecError`` naming the
@@ -178,6 +181,8 @@ class MigrationSpec(BaseModel):
     version: str
     name: str
     operations: tuple[Operation, ...]
+    # Rehearse on a restored copy of the newest backup before expand touches production (README "Rehearsal").
+    rehearse: bool = False
 
 
 def parse_spec(text: str, file: str) -> MigrationSpec:
@@ -192,8 +197,12 @@ def parse_spec(text: str, file: str) -> MigrationSpec:
         mark = getattr(exc, "problem_mark", None)
         line = f" at line {mark.line + 1}" if mark is not None else ""
         raise SpecError(file, f"not valid YAML{line}: {getattr(exc, 'problem', None) or exc}") from None
-    if not isinstance(document, dict) or set(document) != {"operations"}:
-        raise SpecError(file, "expected a mapping with exactly one key, operations: a list of operations")
+    if not isinstance(document, dict) or "operations" not in document or set(document) - {"operations", "rehearse"}:
+        raise SpecError(file, "expected a mapping with the key operations (a list of operations) and optionally "
+                        "rehearse (true or false)")
+    rehearse = document.get("rehearse", False)
+    if not isinstance(rehearse, bool):
+        raise SpecError(file, "expected true or false", field="rehearse")
     items = document["operations"]
     if not isinstance(items, list) or not items:
         raise SpecError(file, "operations must be a non-empty list", field=None)
@@ -214,4 +223,4 @@ def parse_spec(text: str, file: str) -> MigrationSpec:
             error = exc.errors()[0]
             path = ".".join(str(part) for part in (kind, *error["loc"]))
             raise SpecError(file, error["msg"], index, path) from None
-    return MigrationSpec(file=file, version=version, name=name, operations=tuple(operations))
+    return MigrationSpec(file=file, version=version, name=name, operations=tuple(operations), rehearse=rehearse)

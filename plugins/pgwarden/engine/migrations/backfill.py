@@ -223,6 +223,13 @@ def run_backfill(conn: psycopg.Connection, version: str, op_index: int, job: Bac
                          f"(rows kept locked by long transactions?); run it again later")
 
 
+def pending_rows(conn: psycopg.Connection, job: Backfill) -> int:
+    """Rows of ``job``'s table still differing from what the old column implies (0 once backfilled)."""
+    with conn.transaction():
+        conn.execute("SELECT set_config('statement_timeout', '0', true)")
+        return int(conn.execute(_Walk(job).pending_count()).fetchone()[0])
+
+
 def _walk(conn: psycopg.Connection, walk: _Walk, job: Backfill, table: sql.Composable, ident: tuple[str, int],
           start: Key | None, upper: Key, settings: BackfillSettings, log: Callable[[str], None],
           estimate: int) -> BatchStats:

@@ -24,12 +24,14 @@ class PhaseStats:
     steps: int = 0
     skipped: int = 0
     lock_retries: int = 0
+    lock_wait_s: float = 0.0  # time spent in statements that waited for a lock, retries and backoff included
 
     def summary(self) -> str:
         return f"{self.steps} steps run, {self.skipped} already done, {self.lock_retries} lock-timeout retries"
 
-    def to_json_dict(self) -> dict[str, int]:
-        return {"steps": self.steps, "skipped": self.skipped, "lock_retries": self.lock_retries}
+    def to_json_dict(self) -> dict[str, float]:
+        return {"steps": self.steps, "skipped": self.skipped, "lock_retries": self.lock_retries,
+                "lock_wait_s": round(self.lock_wait_s, 3)}
 
 
 def _ask(conn: psycopg.Connection, query: str) -> bool:
@@ -65,5 +67,7 @@ def run_steps(conn: psycopg.Connection, steps: Sequence[Step], *, what: str, set
                               f"phase again: it resumes where it stopped") from None
         stats.steps += 1
         stats.lock_retries += max(0, outcome.attempts - 1)
+        if outcome.attempts > 1:
+            stats.lock_wait_s += outcome.waited_s
         log(f"{label}: done (lock: {step.lock})")
     return stats

@@ -62,7 +62,8 @@ def read_spec(path: Path) -> MigrationSpec:
     return parse_spec(path.read_text(encoding="utf-8"), path.name)
 
 
-def _tables(conn: psycopg.Connection, spec: MigrationSpec):
+def tables_touched(conn: psycopg.Connection, spec: MigrationSpec):
+    """The tables the migration changes (the table of a dropped index included), as they are named."""
     names = list(tables_named(spec))
     for op in spec.operations:
         if isinstance(op, DropIndex):
@@ -125,7 +126,7 @@ def plan(conn: psycopg.Connection, spec: MigrationSpec, *, store: bool = False) 
     catalog = state[0] if state else None
     fresh = catalog is None
     if fresh:
-        catalog = read_catalog(conn, _tables(conn, spec))
+        catalog = read_catalog(conn, tables_touched(conn, spec))
     migration = plan_migration(spec, catalog)
     if fresh:
         check_expressions(conn, migration)
