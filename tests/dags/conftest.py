@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness.airflow_fixes import accept_alert_definitions_in_get_by_id
+from pgwarden.airflow.operating.dag_test_fix import accept_alert_definitions_in_get_by_id
 
 
 @pytest.fixture(autouse=True, scope="session")
 def _dag_test_runs_dags_with_deadlines():
-    """Airflow 3.3.2's dag.test() fails a successful run of a DAG with a deadline alert (airflow_fixes.py)."""
+    """Airflow 3.3.2's dag.test() fails a successful run of a DAG with a deadline alert (pgwarden/airflow/operating/dag_test_fix.py)."""
     accept_alert_definitions_in_get_by_id()
 
 

@@ -1,4 +1,4 @@
-"""Work-arounds for Airflow bugs that only ``dag.test()`` hits, applied by tests/dags/conftest.py.
+"""A work-around for an Airflow bug that only ``dag.test()`` (and ``airflow dags test``) hits.
 
 Airflow 3.3.2: ``dag.test()`` runs a DAG from an in-memory copy (serialized and read back) whose
 ``deadline`` still holds each DeadlineAlert's *definition*; only the copy written to the metadata DB has
@@ -7,6 +7,11 @@ up by id to drop the deadlines no longer needed, and fails on the definition (``
 attribute 'hex'``). The scheduler runs DAGs from the DB copy and is not affected. Every scheduled
 pgwarden DAG has a deadline alert, so here ``get_by_id`` given a definition answers with an unsaved alert
 built from it: what the DB row holds, which is all ``update_state`` reads.
+
+Applied by ``deadlines.deadline_alerts`` in processes that have Airflow's ORM models loaded (the
+``airflow dags test`` CLI, the DAG processor, tests calling ``dag.test()``), never in a task's own
+process. Only a call that failed before (a definition where an id belongs) behaves differently. Remove it
+once Airflow's ``dag.test()`` reads the alerts of the DAG it serialized.
 """
 
 from __future__ import annotations
