@@ -120,14 +120,18 @@ MAX_GROWTH = 8.0
 
 def next_size(size: int, took: timedelta, settings: BatchSettings) -> int:
     """Scale the size by aim/took: grow while well under the aim (up to ``MAX_GROWTH`` at once), shrink
-    after a batch near or over the budget, keep it in between (no hunting around the aim)."""
-    aim = settings.time_budget.total_seconds() * AIM
+    after a batch over the budget, keep it in between (no hunting around the aim). A batch smaller than
+    the first one still doubles while under half the budget: its time is mostly the fixed cost of a
+    transaction (the commit's flush), which a smaller batch does not reduce."""
+    budget = settings.time_budget.total_seconds()
     seconds = max(took.total_seconds(), 1e-6)
-    gain = aim / seconds
+    gain = budget * AIM / seconds
     if gain > 1.4:
         size = round(size * min(gain, MAX_GROWTH))
-    elif seconds > settings.time_budget.total_seconds() * 0.8:
+    elif seconds > budget:
         size = round(size * gain)
+    elif size < settings.initial_size and seconds < budget / 2:
+        size *= 2
     return max(settings.min_size, min(settings.max_size, size))
 
 
