@@ -108,7 +108,7 @@ _HISTORY = ("SELECT version, name, kind, phase, status, started_at, finished_at,
 def _erasure_counts(conn: Any, db: DatabaseConfig, now: datetime) -> dict[str, Any]:
     from psycopg import sql
 
-    from pgwarden.engine.lifecycle.erasure_plan import _count_in_grace, _select_due
+    from pgwarden.engine.lifecycle.erasure_plan import count_in_grace_sql, select_due_sql
     from pgwarden.engine.lifecycle.ledger import head, ledger_exists, ledger_table
     from pgwarden.engine.postgres import table_identifier
 
@@ -123,7 +123,7 @@ def _erasure_counts(conn: Any, db: DatabaseConfig, now: datetime) -> dict[str, A
     soft = config.erasable.soft_deleted
     params = {"sd_threshold": now - (soft.grace if soft else timedelta(0)),
               "rq_threshold": now - (config.erasable.requests.grace if config.erasable.requests else timedelta(0))}
-    in_grace = _count_in_grace(config)
+    in_grace = count_in_grace_sql(config)
     if in_grace is not None:
         out["in_grace"] = int(conn.execute(in_grace, params).fetchone()[0])
     hold = config.legal_hold
@@ -131,13 +131,13 @@ def _erasure_counts(conn: Any, db: DatabaseConfig, now: datetime) -> dict[str, A
         if hold.column is not None:  # due subjects whose row says they are held
             held = sql.SQL("SELECT count(*) FROM ({}) d JOIN {} s ON s.{}::text = d.subject "
                            "WHERE coalesce(s.{}, false)").format(
-                _select_due(config), table_identifier(config.subject.table), sql.Identifier(config.subject.key),
+                select_due_sql(config), table_identifier(config.subject.table), sql.Identifier(config.subject.key),
                 sql.Identifier(hold.column))
         else:
             released = (sql.SQL(" AND h.{} IS NULL").format(sql.Identifier(hold.released_column))
                         if hold.released_column else sql.SQL(""))
             held = sql.SQL("SELECT count(*) FROM ({}) d WHERE EXISTS (SELECT FROM {} h WHERE h.{}::text = d.subject{})"
-                           ).format(_select_due(config), table_identifier(hold.table),
+                           ).format(select_due_sql(config), table_identifier(hold.table),
                                     sql.Identifier(hold.subject_column), released)
         out["held"] = int(conn.execute(held, params).fetchone()[0])
     return out

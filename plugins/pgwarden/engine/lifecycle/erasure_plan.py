@@ -214,8 +214,8 @@ def plan_erasure(conn: psycopg.Connection, config: ErasureConfig) -> ErasurePlan
             lock_subject=_lock_subject(config, held, lock=True),
             peek_subject=_lock_subject(config, held, lock=False),
             without_subject_row=_without_subject_row(config),
-            select_due=_select_due(config),
-            count_in_grace=_count_in_grace(config),
+            select_due=select_due_sql(config),
+            count_in_grace=count_in_grace_sql(config),
             request_id=_request_id(config),
             held=held,
             apply_all=None if restricting or any(s.checked_at_once for s in steps) else _apply_all(steps),
@@ -576,7 +576,8 @@ def _without_subject_row(config: ErasureConfig) -> sql.Composed:
         due, held)
 
 
-def _select_due(config: ErasureConfig) -> sql.Composed:
+def select_due_sql(config: ErasureConfig) -> sql.Composed:
+    """The ids (as text) of the subjects erasable at ``%(sd_threshold)s``: the erase step and the status page."""
     parts = []
     soft = config.erasable.soft_deleted
     key = sql.Identifier(config.subject.key)
@@ -592,7 +593,8 @@ def _select_due(config: ErasureConfig) -> sql.Composed:
         sql.SQL(" UNION ALL ").join(parts))
 
 
-def _count_in_grace(config: ErasureConfig) -> sql.Composed | None:
+def count_in_grace_sql(config: ErasureConfig) -> sql.Composed | None:
+    """How many soft-deleted subjects still wait out their grace period (None: no soft-delete rule)."""
     soft = config.erasable.soft_deleted
     if soft is None:
         return None
