@@ -10,14 +10,23 @@ from collections.abc import Callable
 
 from airflow.sdk import DAG
 
-from pgwarden.airflow.pipelines import backup, config_error, healthcheck, lifecycle, migrate, restore
+from pgwarden.airflow.pipelines import (
+    backup,
+    config_error,
+    healthcheck,
+    lifecycle,
+    migrate,
+    migrate_gated,
+    restore,
+)
 from pgwarden.core.config import DatabaseConfig, Defaults, PgwardenConfig
 from pgwarden.engine.config_file import load_config
 
 Builder = Callable[[str, DatabaseConfig, Defaults], list[DAG]]
 
 # Every concern that is built. A concern appears here only once its pipeline really exists.
-PIPELINES: tuple[Builder, ...] = (healthcheck.build, backup.build, restore.build, lifecycle.build, migrate.build)
+PIPELINES: tuple[Builder, ...] = (healthcheck.build, backup.build, restore.build, lifecycle.build, migrate.build,
+                                  migrate_gated.build)
 
 
 def build_dags(config: PgwardenConfig | None = None) -> dict[str, DAG]:
