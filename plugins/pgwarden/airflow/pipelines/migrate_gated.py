@@ -69,7 +69,7 @@ def build_one(database: str, db_config: DatabaseConfig, defaults: Defaults, path
     dag_id = f"{database}.migrate.{label}"
     try:
         spec = parse_spec(path.read_text(encoding="utf-8"), path.name)
-        doc = dag_doc(dag_id=dag_id, database=database, file=str(path), spec=spec, approvers=approvers,
+        doc = dag_doc(dag_id=dag_id, database=database, file=path.name, spec=spec, approvers=approvers,
                       switch_timeout=gates.switch_timeout, contract_timeout=gates.contract_timeout,
                       safety_net=gates.safety_net)
     except (OSError, UnicodeDecodeError, SpecError) as exc:
