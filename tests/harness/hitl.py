@@ -16,10 +16,9 @@ from types import SimpleNamespace
 
 
 def _waiting(session, dag_id: str, task_id: str):
-    from sqlalchemy import select
-
     from airflow.models.taskinstance import TaskInstance as TI
     from airflow.utils.state import TaskInstanceState
+    from sqlalchemy import select
 
     return session.scalar(select(TI).where(TI.dag_id == dag_id, TI.task_id == task_id,
                                            TI.state == TaskInstanceState.AWAITING_INPUT))
@@ -57,9 +56,9 @@ def respond(dag_id: str, task_id: str, option: str | None, user: dict | None = N
 def _import_everything_first() -> None:
     """Import and configure in this thread what the answering thread uses: two threads importing Airflow's
     models at once (dag.test() and this one) deadlock on the import lock."""
-    import airflow.jobs.scheduler_job_runner  # noqa: F401
-    import airflow.models.trigger  # noqa: F401
-    import airflow.triggers.base  # noqa: F401
+    import airflow.jobs.scheduler_job_runner
+    import airflow.models.trigger
+    import airflow.triggers.base
     import airflow.utils.session  # noqa: F401
     from airflow.models import import_all_models
     from sqlalchemy.orm import configure_mappers
