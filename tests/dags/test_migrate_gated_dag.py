@@ -68,6 +68,7 @@ def run(dag_id: str, answers: dict, before=None):
     thread = answer_in_background(dag_id, answers, OWNER, before)
     result = dag.test()
     thread.join(timeout=5)
+    assert not thread.errors, thread.errors
     return {ti.task_id: ti.state for ti in result.get_task_instances()}, dag
 
 
@@ -87,8 +88,6 @@ def test_dag_shape_docs_and_gate_settings(gated) -> None:
     assert "undoes exactly the phases done" in dag.get_task("rollback_at_switch").doc_md
 
 
-@pytest.mark.skip(reason="WIP: the answering thread (tests/harness/hitl.py) does not resume the parked gate yet; "
-                         "dag.test() then waits forever. Phases up to the switch gate run (seen in the log).")
 def test_roll_back_at_the_switch_gate_restores_the_schema(gated) -> None:
     pg, _ = gated
     before_schema, before_rows = dump(pg), rows(pg)
@@ -107,8 +106,6 @@ def test_roll_back_at_the_switch_gate_restores_the_schema(gated) -> None:
         ("gate_switch_reads", ["Roll back"], "release_owner")]
 
 
-@pytest.mark.skip(reason="WIP: the answering thread (tests/harness/hitl.py) does not resume the parked gate yet; "
-                         "dag.test() then waits forever. Phases up to the switch gate run (seen in the log).")
 def test_contract_gate_timeout_rolls_back_and_drops_nothing(gated) -> None:
     pg, _ = gated
     before_schema, before_rows = dump(pg), rows(pg)
@@ -121,8 +118,6 @@ def test_contract_gate_timeout_rolls_back_and_drops_nothing(gated) -> None:
         ("gate_switch_reads", ["Approve"], False), ("gate_contract", ["Roll back"], True)]
 
 
-@pytest.mark.skip(reason="WIP: the answering thread (tests/harness/hitl.py) does not resume the parked gate yet; "
-                         "dag.test() then waits forever. Phases up to the switch gate run (seen in the log).")
 def test_approved_twice_contracts_and_names_both_approvers(gated) -> None:
     pg, _ = gated
     before_rows = rows(pg)
@@ -140,8 +135,6 @@ def test_approved_twice_contracts_and_names_both_approvers(gated) -> None:
                for e in events)
 
 
-@pytest.mark.skip(reason="WIP: the answering thread (tests/harness/hitl.py) does not resume the parked gate yet; "
-                         "dag.test() then waits forever. Phases up to the switch gate run (seen in the log).")
 def test_edited_file_and_second_migration_on_the_table_are_refused(gated) -> None:
     pg, folder = gated
     path = folder / "001_rename_email.yaml"

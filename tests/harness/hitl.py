@@ -19,9 +19,11 @@ def _waiting(session, dag_id: str, task_id: str):
     from airflow.models.taskinstance import TaskInstance as TI
     from airflow.utils.state import TaskInstanceState
     from sqlalchemy import select
+    from sqlalchemy.orm import joinedload
 
     return session.scalar(select(TI).where(TI.dag_id == dag_id, TI.task_id == task_id,
-                                           TI.state == TaskInstanceState.AWAITING_INPUT))
+                                           TI.state == TaskInstanceState.AWAITING_INPUT)
+                          .options(joinedload(TI.hitl_detail)))
 
 
 def respond(dag_id: str, task_id: str, option: str | None, user: dict | None = None) -> bool:
@@ -88,6 +90,17 @@ def answer_in_background(dag_id: str, answers: dict[str, str | None], user: dict
                     respond(dag_id, task_id, pending.pop(task_id), user)
             time.sleep(0.3)
 
-    thread = threading.Thread(target=loop, daemon=True)
+    def guarded() -> None:
+        try:
+            loop()
+        except BaseException:
+            import traceback
+
+            errors.append(traceback.format_exc())
+            raise
+
+    errors: list[str] = []
+    thread = threading.Thread(target=guarded, daemon=True)
+    thread.errors = errors  # type: ignore[attr-defined]
     thread.start()
     return thread
