@@ -10,7 +10,16 @@ from collections.abc import Callable
 
 from airflow.sdk import DAG
 
-from pgwarden.airflow.pipelines import backup, config_error, erasure, healthcheck, lifecycle, migrate, restore
+from pgwarden.airflow.pipelines import (
+    backup,
+    config_error,
+    erasure,
+    healthcheck,
+    lifecycle,
+    migrate,
+    migrate_gated,
+    restore,
+)
 from pgwarden.core.config import DatabaseConfig, Defaults, PgwardenConfig
 from pgwarden.engine.config_file import load_config
 
@@ -18,7 +27,7 @@ Builder = Callable[[str, DatabaseConfig, Defaults], list[DAG]]
 
 # Every concern that is built. A concern appears here only once its pipeline really exists.
 PIPELINES: tuple[Builder, ...] = (healthcheck.build, backup.build, restore.build, lifecycle.build, erasure.build,
-                                  migrate.build)
+                                  migrate.build, migrate_gated.build)
 
 
 def build_dags(config: PgwardenConfig | None = None) -> dict[str, DAG]:

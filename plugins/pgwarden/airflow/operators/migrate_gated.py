@@ -1,0 +1,222 @@
+"""Operators of ``<database>.migrate.<NNN_name>``: the phases, the sensors between them and the gates.
+
+Each task first checks the migration file against ``pgwarden.schema_history`` (an edited file is refused,
+naming it) and records what it did there (``engine/migrations/gated.py``). The gates are the standard
+provider's ``HITLBranchOperator``; :class:`MigrationGateOperator` also writes who answered, when and what
+into ``schema_history.approvals`` before it branches.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from airflow.providers.standard.operators.hitl import HITLBranchOperator
+from airflow.sdk import BaseSensorOperator
+
+from pgwarden.airflow.operators.base import PgwardenOperator
+from pgwarden.airflow.operators.migrate import run_info
+from pgwarden.core.config import DatabaseConfig
+
+BODY_KEY = "gate_body"
+BASELINE_KEY = "old_column_baseline"
+# The rehearsal (issue 13 item 2) plugs in as a task with this id before `restore_point`; its return
+# value (a flat dict of measured figures) is shown in the switch gate's body when the task exists.
+REHEARSAL_TASK = "rehearse"
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    return str(timedelta(seconds=int(seconds)))
+
+
+class GatedPhaseOperator(PgwardenOperator):
+    """One phase of the migration ``migration`` (``NNN_name``): restore_point, expand, backfill, contract,
+    rollback or record; plan checks and lints only."""
+
+    def __init__(self, *, migration: str, phase: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.migration = migration
+        self.phase = phase
+
+    def run(self, context: Any) -> dict[str, object]:
+        from pgwarden.engine.migrations import expand_contract, gated
+        from pgwarden.engine.migrations.apply import ddl_settings
+
+        target, config, run = self.pg_target(), self.db_config.migrations, run_info(context)
+        ddl = ddl_settings(config)
+        if self.phase == "plan":
+            checked = gated.guard(target, config, self.migration)
+            text = expand_contract.render_plan(target, checked.path)  # plans, type-checks and lints
+            self.log.info("%s", text)
+            return {"migration": self.migration, "tables": checked.tables}
+        if self.phase == "restore_point":
+            from pgwarden.engine.migrations.apply import _restore_point
+
+            with gated.recorded(target, config, self.migration, "restore_point", run) as checked:
+                name, lsn = _restore_point(target, self.repository(), self.database, self.migration)
+                gated.set_restore_point(target, checked.file.version, name, lsn)
+            return {"restore_point": name, "lsn": lsn}
+        if self.phase == "safety_net":
+            from pgwarden.engine.workdir import scratch
+
+            checked = gated.guard(target, config, self.migration)
+            with scratch(self.database, "safety_net") as workdir:
+                return gated.safety_net(target, self.repository(), self.database, self.db_config, self.migration,
+                                        checked.file.version, run, workdir=workdir, log=self.log.info)
+        if self.phase == "record":
+            checked = gated.guard(target, config, self.migration)
+            return gated.timeline(target, checked.file.version)
+        actions = {
+            "expand": lambda path: expand_contract.expand(target, path, ddl=ddl, log=self.log.info),
+            "backfill": lambda path: expand_contract.backfill(target, path, log=self.log.info),
+            "contract": lambda path: expand_contract.contract(target, path, ddl=ddl, log=self.log.info),
+            "rollback": lambda path: expand_contract.rollback(target, path, ddl=ddl, log=self.log.info),
+        }
+        result = gated.run_phase(target, config, self.migration, self.phase, run, actions[self.phase])
+        self.log.info("%s", result.summary())
+        out = result.to_json_dict()
+        if self.phase in ("rollback", "contract"):
+            checked = gated.guard(target, config, self.migration)
+            out["timeline"] = gated.timeline(target, checked.file.version)
+        return out
+
+
+class _MigrationSensor(BaseSensorOperator):
+    """A sensor of the migration (reschedule mode: it holds no worker slot between pokes)."""
+
+    template_fields = ()
+
+    def __init__(self, *, database: str, db_config: DatabaseConfig, migration: str, **kwargs: Any) -> None:
+        kwargs.setdefault("mode", "reschedule")
+        super().__init__(**kwargs)
+        self.database, self.db_config, self.migration = database, db_config, migration
+
+    def pg_target(self):
+        from pgwarden.airflow.hooks.postgres import pg_target
+
+        return pg_target(self.db_config.conn_id)
+
+
+class ConsistencySensor(_MigrationSensor):
+    """Waits until no row's new column differs from what its old column implies; then writes the switch
+    gate's body (rows backfilled, mismatches, lock retries, time since expand, rehearsal figures)."""
+
+    def poke(self, context: Any) -> bool:
+        from pgwarden.core.migrations.gates import switch_body
+        from pgwarden.engine.migrations import gated
+
+        target = self.pg_target()
+        checked = gated.guard(target, self.db_config.migrations, self.migration)
+        found = gated.mismatches(target, checked.path)
+        self.log.info("%d rows where the new column differs from what the old one implies", found)
+        if found:
+            return False
+        ti = context["ti"]
+        backfill = ti.xcom_pull(task_ids="backfill") or {}
+        expand = ti.xcom_pull(task_ids="expand") or {}
+        point = ti.xcom_pull(task_ids="restore_point") or {}
+        rehearsal = ti.xcom_pull(task_ids=REHEARSAL_TASK) if REHEARSAL_TASK in self.dag.task_dict else None
+        facts = {
+            "rows_updated": sum(b.get("rows_updated", 0) for b in backfill.get("backfills", [])),
+            "rows_walked": sum(b.get("rows_walked", 0) for b in backfill.get("backfills", [])),
+            "mismatches": found,
+            "lock_retries": (expand.get("ddl") or {}).get("lock_retries", 0),
+            "since_expand": _duration(gated.timeline(target, checked.file.version)["since_expand_seconds"]),
+            "restore_point": point.get("restore_point"),
+            "rehearsal": rehearsal,
+        }
+        ti.xcom_push(key=BODY_KEY, value=switch_body(facts))
+        return True
+
+
+class ReadinessSensor(_MigrationSensor):
+    """Before contract: no statement has touched the old column since the switch gate.
+
+    With ``pg_stat_statements`` it compares the calls of statements naming the old column (and its table)
+    with the snapshot the switch gate took, then with its own previous poke: it passes once they stayed
+    unchanged for ``gates.quiet_for``. Without it, it waits ``gates.min_soak`` after the switch gate.
+    Either way it logs and reports what it saw, and writes the contract gate's body.
+    """
+
+    def poke(self, context: Any) -> bool:
+        from datetime import UTC, datetime
+
+        from pgwarden.core.migrations.gates import SWITCH_GATE, contract_body
+        from pgwarden.engine.migrations import gated
+
+        gates = self.db_config.migrations.gates
+        target = self.pg_target()
+        checked = gated.guard(target, self.db_config.migrations, self.migration)
+        ti = context["ti"]
+        baseline = ti.xcom_pull(task_ids=SWITCH_GATE, key=BASELINE_KEY) or {}
+        last = ti.xcom_pull(task_ids=self.task_id, key="last_seen") or baseline
+        now = datetime.now(UTC)
+        counts = gated.old_column_calls(target, checked.path)
+        if counts is None:
+            since = now - datetime.fromisoformat(baseline.get("at") or now.isoformat())
+            saw = f"pg_stat_statements not installed; {_duration(since.total_seconds())} since the switch gate " \
+                  f"(min_soak {gates.min_soak})"
+            ready = since >= gates.min_soak
+        else:
+            same = counts == last.get("counts")
+            quiet_since = datetime.fromisoformat(last["quiet_since"]) if same and last.get("quiet_since") else now
+            if same and not last.get("quiet_since"):
+                quiet_since = datetime.fromisoformat(last.get("at") or now.isoformat())
+            quiet = now - quiet_since if same else timedelta(0)
+            new_calls = {k: v - (baseline.get("counts") or {}).get(k, 0) for k, v in counts.items()}
+            saw = (f"statements on the old column since the switch gate: {new_calls}; unchanged for "
+                   f"{_duration(quiet.total_seconds())} (needs {gates.quiet_for})")
+            ti.xcom_push(key="last_seen", value={"counts": counts, "at": now.isoformat(),
+                                                 "quiet_since": quiet_since.isoformat() if same else None})
+            ready = same and quiet >= gates.quiet_for
+        self.log.info("readiness: %s -> %s", saw, "ready" if ready else "waiting")
+        if not ready:
+            return False
+        info = gated.timeline(target, checked.file.version)
+        switch = [a for a in info["approvals"] if a.get("gate") == SWITCH_GATE and a.get("run_id") == context["run_id"]]
+        by = (switch[-1].get("by") or {}).get("name", "nobody (timeout)") if switch else "?"
+        mode = gates.safety_net
+        net = ("a restore point `pgwarden_" + self.migration + "_precontract_<time>`"
+               + {"wal": " and a WAL collection", "full_backup": ", a full backup and a WAL collection",
+                  "restore_point": " only"}[mode])
+        ti.xcom_push(key=BODY_KEY, value=contract_body({
+            "readiness": saw, "since_expand": _duration(info["since_expand_seconds"]), "switch_by": by,
+            "safety_net": net}))
+        ti.xcom_push(key="readiness", value=saw)
+        return True
+
+
+class MigrationGateOperator(HITLBranchOperator):
+    """A gate: Approve continues, Roll back (and the timeout default) runs the rollback branch.
+
+    Before branching it writes the answer (the Airflow user's id and name, the time, the option, whether
+    it timed out) to ``schema_history.approvals``; the switch gate also snapshots the old column's
+    statement counts for the readiness sensor.
+    """
+
+    def __init__(self, *, database: str, db_config: DatabaseConfig, migration: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.database, self.db_config, self.migration = database, db_config, migration
+
+    def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
+        from datetime import UTC, datetime
+
+        from pgwarden.airflow.hooks.postgres import pg_target
+        from pgwarden.core.migrations.gates import SWITCH_GATE, approval_entry
+        from pgwarden.engine.migrations import gated
+
+        if "error" not in event:
+            target = pg_target(self.db_config.conn_id)
+            checked = gated.guard(target, self.db_config.migrations, self.migration)
+            at = event.get("responded_at")
+            entry = approval_entry(self.task_id, event.get("chosen_options") or [], event.get("responded_by_user"),
+                                   at.isoformat() if hasattr(at, "isoformat") else at, event.get("timedout", False))
+            entry["run_id"] = context["run_id"]
+            gated.record_approval(target, checked.file.version, entry)
+            self.log.info("gate %s answered %s by %s", self.task_id, entry["chosen"], entry["by"] or "timeout")
+            if self.task_id == SWITCH_GATE:
+                context["ti"].xcom_push(key=BASELINE_KEY, value={
+                    "counts": gated.old_column_calls(target, checked.path), "at": datetime.now(UTC).isoformat()})
+        return super().execute_complete(context, event)
