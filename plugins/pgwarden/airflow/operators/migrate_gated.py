@@ -16,12 +16,13 @@ from airflow.sdk import BaseSensorOperator
 
 from pgwarden.airflow.operators.base import PgwardenOperator
 from pgwarden.airflow.operators.migrate import run_info
+from pgwarden.airflow.operators.rehearsal import REHEARSAL_MARKDOWN_KEY
 from pgwarden.core.config import DatabaseConfig
 
 BODY_KEY = "gate_body"
 BASELINE_KEY = "old_column_baseline"
-# The rehearsal (issue 13 item 2) plugs in as a task with this id before `restore_point`; its return
-# value (a flat dict of measured figures) is shown in the switch gate's body when the task exists.
+# The rehearsal task (RehearseMigrationOperator) runs before `restore_point`; its Markdown (phase
+# durations, lock waits, backfill rate, rollback checks) closes the switch gate's body.
 REHEARSAL_TASK = "rehearse"
 
 
@@ -117,7 +118,8 @@ class ConsistencySensor(_MigrationSensor):
         backfill = ti.xcom_pull(task_ids="backfill") or {}
         expand = ti.xcom_pull(task_ids="expand") or {}
         point = ti.xcom_pull(task_ids="restore_point") or {}
-        rehearsal = ti.xcom_pull(task_ids=REHEARSAL_TASK) if REHEARSAL_TASK in self.dag.task_dict else None
+        rehearsal = (ti.xcom_pull(task_ids=REHEARSAL_TASK, key=REHEARSAL_MARKDOWN_KEY)
+                     if REHEARSAL_TASK in self.dag.task_dict else None)
         facts = {
             "rows_updated": sum(b.get("rows_updated", 0) for b in backfill.get("backfills", [])),
             "rows_walked": sum(b.get("rows_walked", 0) for b in backfill.get("backfills", [])),

@@ -1,6 +1,6 @@
 """``<database>.migrate.<NNN_name>``: one gated DAG per expand/contract migration file (``NNN_name.yaml``).
 
-plan → restore_point → expand → backfill → consistency → gate_switch_reads → readiness → gate_contract
+plan → rehearse → restore_point → expand → backfill → consistency → gate_switch_reads → readiness → gate_contract
 → safety_net → contract → record; "Roll back" (or a gate's timeout) at either gate runs that gate's
 rollback task instead. The DAG is built from the file's name and operations (a plain read of the
 migrations folder at parse time, no database).
@@ -11,15 +11,17 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
-from airflow.sdk import DAG
+from airflow.sdk import DAG, Param
 
 from pgwarden.airflow.operators.migrate_gated import (
     BODY_KEY,
+    REHEARSAL_TASK,
     ConsistencySensor,
     GatedPhaseOperator,
     MigrationGateOperator,
     ReadinessSensor,
 )
+from pgwarden.airflow.operators.rehearsal import RehearseMigrationOperator
 from pgwarden.airflow.pipelines.common import pgwarden_dag
 from pgwarden.core.config import DatabaseConfig, Defaults
 from pgwarden.core.migrations.file import FILE_NAME
@@ -36,6 +38,9 @@ from pgwarden.core.migrations.spec import SpecError, parse_spec
 TASK_DOCS = {
     "plan": "Checks the file against `pgwarden.schema_history` (an edited file is refused), plans every phase "
             "against the catalog, type-checks the expressions and lints the SQL (squawk). Changes nothing.",
+    "rehearse": "When the run rehearses (Param `rehearse`, else `rehearse:` in the file): restores the newest "
+                "backup into a scratch server and runs the whole migration and its rollbacks there; a failure fails "
+                "the run before production is touched. Its figures open the switch-reads gate's body.",
     "restore_point": "A named restore point before expand (in the WAL and the repository): the PITR target of "
                      "the moment before the migration; it claims the tables in `schema_history`.",
     "expand": "Adds the new columns/indexes/constraints and the triggers keeping old and new in step. Old and "
@@ -80,6 +85,8 @@ def build_one(database: str, db_config: DatabaseConfig, defaults: Defaults, path
     with pgwarden_dag(
         database=database, concern=f"migrate.{label}", db_config=db_config, defaults=defaults, schedule=None,
         description=f"Gated expand/contract migration {label} of {database}", doc_md=doc,
+        params={"rehearse": Param(None, type=["null", "boolean"],
+                                  description="rehearse on a restored copy first (empty: as the file says)")},
     ) as dag:
         common = {"database": database, "db_config": db_config, "migration": label}
 
@@ -97,6 +104,8 @@ def build_one(database: str, db_config: DatabaseConfig, defaults: Defaults, path
 
         sensor = {"poke_interval": 30, "timeout": 7 * 24 * 3600.0}
         plan = phase("plan")
+        rehearse = RehearseMigrationOperator(task_id=REHEARSAL_TASK, migration_path=path, doc_md=TASK_DOCS["rehearse"],
+                                             database=database, db_config=db_config)
         point = phase("restore_point")
         expand = phase("expand")
         backfill = phase("backfill")
@@ -115,7 +124,7 @@ def build_one(database: str, db_config: DatabaseConfig, defaults: Defaults, path
         record = phase("record")
         back_switch = phase("rollback_at_switch", phase="rollback", doc_md=ROLLBACK_DOC)
         back_contract = phase("rollback_at_contract", phase="rollback", doc_md=ROLLBACK_DOC)
-        plan >> point >> expand >> backfill >> consistency >> switch >> [readiness, back_switch]
+        plan >> rehearse >> point >> expand >> backfill >> consistency >> switch >> [readiness, back_switch]
         readiness >> contract_gate >> [net, back_contract]
         net >> contract >> record
     return dag

@@ -130,10 +130,9 @@ def switch_body(facts: Mapping[str, Any]) -> str:
             ("lock-timeout retries in expand", facts.get("lock_retries", 0)),
             ("time since expand", facts.get("since_expand", "?")),
             ("restore point before expand", f"`{facts.get('restore_point')}`")]
-    rehearsal = facts.get("rehearsal")
-    if rehearsal:
-        rows.append(("rehearsal", ", ".join(f"{k} {v}" for k, v in rehearsal.items())))
-    return _rows(rows)
+    body = _rows(rows)
+    rehearsal = facts.get("rehearsal")  # the rehearsal's own Markdown (core.migrations.rehearsal)
+    return f"{body}\n\n{rehearsal}" if rehearsal else body
 
 
 def contract_body(facts: Mapping[str, Any]) -> str:
