@@ -808,6 +808,8 @@ class DemoStack:
             f"Backups land in the bucket under {DATABASE}/. From a shell, with the demo's connections:",
             f"  {self.source_line}",
             f"  .venv/bin/pgwarden catalog {DATABASE}      # backups, WAL coverage, restore points",
+            f"  .venv/bin/pgwarden ledger verify {DATABASE}    # after gdpr_erasure: the ledger chain against its export",
+            f"  .venv/bin/pgwarden ledger certificate {DATABASE} <request id> --html --out .demo/certificates",
             "",
             *self.schedule_lines(),
             "",
