@@ -809,7 +809,7 @@ class DemoStack:
             f"  {self.source_line}",
             f"  .venv/bin/pgwarden catalog {DATABASE}      # backups, WAL coverage, restore points",
             f"  .venv/bin/pgwarden ledger verify {DATABASE}    # after gdpr_erasure: the ledger chain against its export",
-            f"  .venv/bin/pgwarden ledger certificate {DATABASE} <request id> --html --out .demo/certificates",
+            f"  .venv/bin/pgwarden ledger certificate {DATABASE} <request id> --out .demo/certificates",
             "",
             *self.schedule_lines(),
             "",
