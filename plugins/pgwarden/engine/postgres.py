@@ -141,6 +141,16 @@ def wal_segment_size(conn: psycopg.Connection) -> int:
     return int(conn.execute(WAL_SEGMENT_SIZE_SQL).fetchone()[0])  # type: ignore[index]
 
 
+def end_with_client(conn: psycopg.Connection) -> int:
+    """Have the server end this session's backend within a second of its client dying (``kill -9`` of a
+    worker), even mid-statement or waiting for a lock, so a dead task frees its locks and leaves no lock
+    request queued in front of the application. Returns the server version number."""
+    version = server_version_num(conn)
+    if version >= 140000:
+        conn.execute("SELECT set_config('client_connection_check_interval', '1s', false)")
+    return version
+
+
 def server_version_num(conn: psycopg.Connection) -> int:
     return int(conn.execute("SELECT current_setting('server_version_num')::int").fetchone()[0])  # type: ignore[index]
 

@@ -14,6 +14,7 @@ from typing import Any
 from airflow.providers.standard.operators.hitl import HITLBranchOperator
 from airflow.sdk import BaseSensorOperator
 
+from pgwarden.airflow.operating.metrics import Metric
 from pgwarden.airflow.operators.base import PgwardenOperator
 from pgwarden.airflow.operators.migrate import run_info
 from pgwarden.airflow.operators.rehearsal import REHEARSAL_MARKDOWN_KEY
@@ -42,46 +43,25 @@ class GatedPhaseOperator(PgwardenOperator):
         self.phase = phase
 
     def run(self, context: Any) -> dict[str, object]:
-        from pgwarden.engine.migrations import expand_contract, gated
-        from pgwarden.engine.migrations.apply import ddl_settings
+        from pgwarden.engine.migrations import gated
 
-        target, config, run = self.pg_target(), self.db_config.migrations, run_info(context)
-        ddl = ddl_settings(config)
-        if self.phase == "plan":
-            checked = gated.guard(target, config, self.migration)
-            text = expand_contract.render_plan(target, checked.path)  # plans, type-checks and lints
-            self.log.info("%s", text)
-            return {"migration": self.migration, "tables": checked.tables}
-        if self.phase == "restore_point":
-            from pgwarden.engine.migrations.apply import _restore_point
+        return gated.execute(self.pg_target(), self.repository, self.database, self.db_config, self.migration,
+                             self.phase, run_info(context), log=lambda line: self.log.info("%s", line))
 
-            with gated.recorded(target, config, self.migration, "restore_point", run) as checked:
-                name, lsn = _restore_point(target, self.repository(), self.database, self.migration)
-                gated.set_restore_point(target, checked.file.version, name, lsn)
-            return {"restore_point": name, "lsn": lsn}
-        if self.phase == "safety_net":
-            from pgwarden.engine.workdir import scratch
-
-            checked = gated.guard(target, config, self.migration)
-            with scratch(self.database, "safety_net") as workdir:
-                return gated.safety_net(target, self.repository(), self.database, self.db_config, self.migration,
-                                        checked.file.version, run, workdir=workdir, log=self.log.info)
-        if self.phase == "record":
-            checked = gated.guard(target, config, self.migration)
-            return gated.timeline(target, checked.file.version)
-        actions = {
-            "expand": lambda path: expand_contract.expand(target, path, ddl=ddl, log=self.log.info),
-            "backfill": lambda path: expand_contract.backfill(target, path, log=self.log.info),
-            "contract": lambda path: expand_contract.contract(target, path, ddl=ddl, log=self.log.info),
-            "rollback": lambda path: expand_contract.rollback(target, path, ddl=ddl, log=self.log.info),
-        }
-        result = gated.run_phase(target, config, self.migration, self.phase, run, actions[self.phase])
-        self.log.info("%s", result.summary())
-        out = result.to_json_dict()
-        if self.phase in ("rollback", "contract"):
-            checked = gated.guard(target, config, self.migration)
-            out["timeline"] = gated.timeline(target, checked.file.version)
-        return out
+    def metrics(self, result: dict[str, Any]) -> list[Metric]:
+        """How long the phase took, its lock-timeout retries, the backfill's rows; counts only."""
+        phase = self.phase
+        found = [Metric(f"migrate_gated.{phase}.duration_seconds", result["duration_seconds"],
+                        tags={"migration": self.migration})]
+        if result.get("ddl"):
+            found.append(Metric(f"migrate_gated.{phase}.lock_retries", result["ddl"]["lock_retries"], "incr",
+                                tags={"migration": self.migration}))
+        if phase == "backfill":
+            for measure in ("rows_updated", "rows_walked"):
+                found.append(Metric(f"migrate_gated.backfill.{measure}",
+                                    sum(b[measure] for b in result["backfills"]), "incr",
+                                    tags={"migration": self.migration}))
+        return found
 
 
 class _MigrationSensor(BaseSensorOperator):
@@ -206,7 +186,8 @@ class MigrationGateOperator(HITLBranchOperator):
         from datetime import UTC, datetime
 
         from pgwarden.airflow.hooks.postgres import pg_target
-        from pgwarden.core.migrations.gates import SWITCH_GATE, approval_entry
+        from pgwarden.airflow.operating.metrics import emit
+        from pgwarden.core.migrations.gates import APPROVE, SWITCH_GATE, approval_entry
         from pgwarden.engine.migrations import gated
 
         if "error" not in event:
@@ -218,6 +199,10 @@ class MigrationGateOperator(HITLBranchOperator):
             entry["run_id"] = context["run_id"]
             gated.record_approval(target, checked.file.version, entry)
             self.log.info("gate %s answered %s by %s", self.task_id, entry["chosen"], entry["by"] or "timeout")
+            # The outcome only, never who answered (a person's name is no time series).
+            outcome = "timed_out" if entry["timed_out"] else ("approved" if APPROVE in entry["chosen"] else "rolled_back")
+            emit(lambda: [Metric(f"migrate_gated.{self.task_id}.{outcome}", 1, "incr",
+                                 tags={"migration": self.migration})], database=self.database, dag_id=self.dag_id)
             if self.task_id == SWITCH_GATE:
                 context["ti"].xcom_push(key=BASELINE_KEY, value={
                     "counts": gated.old_column_calls(target, checked.path), "at": datetime.now(UTC).isoformat()})

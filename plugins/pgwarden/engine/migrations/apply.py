@@ -35,7 +35,7 @@ from pgwarden.engine.migrations import history as hist
 from pgwarden.engine.migrations.lint import lint_migration, require_clean
 from pgwarden.engine.migrations.loader import check_history, load_migrations
 from pgwarden.engine.migrations.online_ddl import DdlSettings, run_ddl
-from pgwarden.engine.postgres import PgTarget, classify, connect, server_version_num
+from pgwarden.engine.postgres import PgTarget, classify, connect, end_with_client
 from pgwarden.engine.wal import create_restore_point
 
 Log = Callable[[str], None]
@@ -71,11 +71,9 @@ def ddl_settings(config: MigrationsConfig) -> DdlSettings:
 
 def _session(conn: psycopg.Connection) -> str:
     """Prepare the applier's session; returns the server version for squawk (``15.0``)."""
-    version = server_version_num(conn)
     conn.execute("SELECT set_config('application_name', 'pgwarden migrate', false)")
-    if version >= 140000:
-        # A killed applier's backend notices within a second even mid-statement, aborts, frees the lock.
-        conn.execute("SELECT set_config('client_connection_check_interval', '1s', false)")
+    # A killed applier's backend notices within a second even mid-statement, aborts, frees the lock.
+    version = end_with_client(conn)
     return f"{version // 10000}.0"
 
 

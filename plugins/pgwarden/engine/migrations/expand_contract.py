@@ -9,7 +9,8 @@ has undone everything. Expressions are type-checked by the server (``EXPLAIN``) 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,7 +34,7 @@ from pgwarden.engine.migrations.executor import PhaseStats, run_steps
 from pgwarden.engine.migrations.lint import LintFinding, lint_sql, require_clean
 from pgwarden.engine.migrations.online_ddl import DEFAULT_DDL, DdlSettings
 from pgwarden.engine.migrations.snapshot import read_catalog
-from pgwarden.engine.postgres import PgTarget, connect
+from pgwarden.engine.postgres import PgTarget, connect, end_with_client
 
 STATE = "expand_contract_state"
 
@@ -87,7 +88,8 @@ def _state(conn: psycopg.Connection, spec: MigrationSpec) -> tuple[Catalog, bool
     return (catalog_from_json(row[0]), row[1]) if row else None
 
 
-def _require(conn: psycopg.Connection, spec: MigrationSpec, phase: str, *, expanded: bool) -> None:
+def require(conn: psycopg.Connection, spec: MigrationSpec, phase: str, *, expanded: bool) -> None:
+    """Refuse ``phase`` before expand (when it needs it) and after contract completed."""
     state = _state(conn, spec)
     if expanded and state is None:
         raise PermanentError(f"{spec.file}: {phase} needs expand to have run first (no stored state in "
@@ -144,16 +146,20 @@ def plan(conn: psycopg.Connection, spec: MigrationSpec, *, store: bool = False) 
     return migration
 
 
-def _open(target: PgTarget):
-    # Session-level timeouts too: every DDL step sets its own, this covers the catalog reads.
-    return connect(target, statement_timeout="60s", lock_timeout="1s")
+@contextmanager
+def _open(target: PgTarget) -> Iterator[psycopg.Connection]:
+    # Session-level timeouts too: every DDL step sets its own, this covers the catalog reads. A killed task's
+    # backend must not stay queued for an ACCESS EXCLUSIVE lock (blocking the application behind it).
+    with connect(target, statement_timeout="60s", lock_timeout="1s") as conn:
+        end_with_client(conn)
+        yield conn
 
 
 def expand(target: PgTarget, path: Path, *, ddl: DdlSettings = DEFAULT_DDL,
            log: Callable[[str], None] = print) -> PhaseResult:
     spec = read_spec(path)
     with _open(target) as conn:
-        _require(conn, spec, "expand", expanded=False)
+        require(conn, spec, "expand", expanded=False)
         migration = plan(conn, spec, store=True)
         with conn.transaction():
             ensure_control_schema(conn)  # the dual-write functions live there
@@ -166,7 +172,7 @@ def backfill(target: PgTarget, path: Path, *, settings: BackfillSettings = DEFAU
     spec = read_spec(path)
     result = PhaseResult("backfill", path.name)
     with _open(target) as conn:
-        _require(conn, spec, "backfill", expanded=True)
+        require(conn, spec, "backfill", expanded=True)
         migration = plan(conn, spec)
         for index, job in migration.backfills():
             result.backfills.append(run_backfill(conn, spec.version, index, job, settings=settings, log=log))
@@ -177,7 +183,7 @@ def contract(target: PgTarget, path: Path, *, ddl: DdlSettings = DEFAULT_DDL,
              log: Callable[[str], None] = print) -> PhaseResult:
     spec = read_spec(path)
     with _open(target) as conn:
-        _require(conn, spec, "contract", expanded=True)
+        require(conn, spec, "contract", expanded=True)
         migration = plan(conn, spec)
         stats = run_steps(conn, migration.steps("contract"), what=f"{path.name} contract", settings=ddl, log=log)
         with conn.transaction():
@@ -190,7 +196,7 @@ def rollback(target: PgTarget, path: Path, *, ddl: DdlSettings = DEFAULT_DDL,
              log: Callable[[str], None] = print) -> PhaseResult:
     spec = read_spec(path)
     with _open(target) as conn:
-        _require(conn, spec, "rollback", expanded=False)
+        require(conn, spec, "rollback", expanded=False)
         migration = plan(conn, spec)
         stats = run_steps(conn, migration.steps("rollback"), what=f"{path.name} rollback", settings=ddl, log=log)
         with conn.transaction():
@@ -208,4 +214,4 @@ def render_plan(target: PgTarget, path: Path) -> str:
         return plan(conn, spec).render()
 
 
-__all__ = ["PhaseResult", "backfill", "contract", "expand", "plan", "render_plan", "rollback"]
+__all__ = ["PhaseResult", "backfill", "contract", "expand", "plan", "render_plan", "require", "rollback"]

@@ -15,7 +15,7 @@ touched an old column (:func:`old_column_calls`, from ``pg_stat_statements``), t
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -43,7 +43,7 @@ from pgwarden.engine.migrations.history import (
     start_phase,
 )
 from pgwarden.engine.migrations.loader import check_history, load_migrations, migrations_folder
-from pgwarden.engine.postgres import PgTarget, connect
+from pgwarden.engine.postgres import PgTarget, connect, end_with_client
 
 ENDS = {"contract": "applied", "rollback": "rolled_back"}
 
@@ -61,8 +61,11 @@ class Gated:
         return [f"{t.schema}.{t.name}" for t in tables_named(spec)]
 
 
-def _session(target: PgTarget):
-    return connect(target, statement_timeout="60s", lock_timeout="5s")
+@contextmanager
+def _session(target: PgTarget) -> Iterator[psycopg.Connection]:
+    with connect(target, statement_timeout="60s", lock_timeout="5s") as conn:
+        end_with_client(conn)  # a killed task's backend ends at once, its history update rolled back
+        yield conn
 
 
 def checked(conn: psycopg.Connection, config: MigrationsConfig, label: str) -> Gated:
@@ -176,36 +179,109 @@ def timeline(target: PgTarget, version: int) -> dict[str, Any]:
             "since_expand_seconds": since}
 
 
-def safety_net(target: PgTarget, repo, database: str, db_config, label: str, version: int, run: RunInfo,
-               *, workdir: Path, log: Callable[[str], None] = print) -> dict[str, Any]:
+def _this_run(conn: psycopg.Connection, version: int, phase: str, status: str, run: RunInfo) -> dict | None:
+    """The last event ``phase``/``status`` this Airflow run recorded (a cleared task's earlier try), if any."""
+    if run.run_id is None:
+        return None
+    with conn.transaction():
+        row = conn.execute(sql.SQL("SELECT phases FROM {} WHERE version = %s").format(HISTORY), (version,)).fetchone()
+    found = [e for e in (row[0] if row else []) if e.get("phase") == phase and e.get("status") == status
+             and e.get("run_id") == run.run_id and e.get("dag_id") == run.dag_id]
+    return found[-1] if found else None
+
+
+def safety_net(target: PgTarget, repo, database: str, db_config, label: str, version: int, path: Path,
+               run: RunInfo, *, workdir: Path, log: Callable[[str], None] = print) -> dict[str, Any]:
     """A named restore point before contract, then (by config) a WAL collection or a full backup plus one.
 
     The restore point is recorded in the repository and in the history's timeline: the dropped column is
-    one PITR to it away once the WAL up to it is collected.
+    one PITR to it away once the WAL up to it is collected. Run again (a cleared or killed task) it takes a
+    fresh restore point and collects the WAL up to it, but reuses the full backup an earlier try of the same
+    run completed (noted as a ``backup_taken`` event); after contract completed it refuses (a restore point
+    then would not be the state before contract).
     """
     from pgwarden.engine import compress
     from pgwarden.engine.wal import collect_wal, create_restore_point
 
+    spec = expand_contract.read_spec(path)
+    with _session(target) as conn:
+        with conn.transaction():
+            expand_contract.require(conn, spec, "safety_net", expanded=True)
+        taken = _this_run(conn, version, "safety_net", "backup_taken", run)
     mode = db_config.migrations.gates.safety_net
     name = f"pgwarden_{label}_precontract_{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
     lsn = str(create_restore_point(target, repo, database, name))
     result: dict[str, Any] = {"mode": mode, "restore_point": name, "lsn": lsn}
-    if mode == "full_backup":
+    if mode == "full_backup" and taken:
+        log(f"full backup {taken['backup_id']} was taken by an earlier try of this run; not taking another")
+        result["backup_id"], result["backup_reused"] = taken["backup_id"], True
+    elif mode == "full_backup":
         from pgwarden.engine.backup_full import take_full_backup
 
         manifest = take_full_backup(target, repo, database, db_config.backup, db_config.repository,
                                     workdir=workdir / "full", log=log)
-        result["backup_id"] = manifest.backup_id
+        result["backup_id"], result["backup_reused"] = manifest.backup_id, False
+        with _session(target) as conn:
+            add_event(conn, version, "safety_net", "backup_taken", run, backup_id=manifest.backup_id)
     if mode in ("wal", "full_backup"):
         backup = db_config.backup
         collected = collect_wal(target, repo, database, slot=backup.slot_for(database), workdir=workdir / "wal",
                                 compression=compress.resolve(backup.compression), restore_point=name,
                                 warn_bytes=backup.slot_warn_size, log=log)
         result["wal_segments_uploaded"] = collected.to_json_dict().get("segments_uploaded")
+        result["wal_end_lsn"] = collected.end_lsn
     with _session(target) as conn:
-        add_event(conn, version, "safety_net", "done", run, restore_point=name, lsn=lsn, mode=mode)
+        add_event(conn, version, "safety_net", "done", run, restore_point=name, lsn=lsn, mode=mode,
+                  **({"backup_id": result["backup_id"]} if "backup_id" in result else {}))
     return result
 
 
-__all__ = ["Gated", "guard", "mismatches", "old_column_calls", "record_approval", "recorded", "run_phase",
+def execute(target: PgTarget, repository: Callable[[], Any], database: str, db_config, label: str, phase: str,
+            run: RunInfo, *, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """One task of ``<database>.migrate.<label>``: ``plan``, ``restore_point``, ``expand``, ``backfill``,
+    ``safety_net``, ``contract``, ``rollback`` or ``record``; returns its XCom (names, counts, LSNs, the
+    phase's ``duration_seconds``). Each phase converges when run again after a kill or a clear.
+    ``repository()`` opens the repository (only the phases that write to it call it)."""
+    import time
+
+    from pgwarden.engine.migrations.apply import _restore_point, ddl_settings
+
+    started = time.monotonic()
+    config = db_config.migrations
+    ddl = ddl_settings(config)
+    if phase == "plan":
+        checked = guard(target, config, label)
+        log(expand_contract.render_plan(target, checked.path))  # plans, type-checks and lints
+        out: dict[str, Any] = {"migration": label, "tables": checked.tables}
+    elif phase == "restore_point":
+        with recorded(target, config, label, "restore_point", run) as checked:
+            name, lsn = _restore_point(target, repository(), database, label)
+            set_restore_point(target, checked.file.version, name, lsn)
+        out = {"restore_point": name, "lsn": lsn}
+    elif phase == "safety_net":
+        from pgwarden.engine.workdir import scratch
+
+        checked = guard(target, config, label)
+        with scratch(database, "safety_net") as workdir:
+            out = safety_net(target, repository(), database, db_config, label, checked.file.version, checked.path,
+                             run, workdir=workdir, log=log)
+    elif phase == "record":
+        out = timeline(target, guard(target, config, label).file.version)
+    else:
+        actions = {
+            "expand": lambda path: expand_contract.expand(target, path, ddl=ddl, log=log),
+            "backfill": lambda path: expand_contract.backfill(target, path, log=log),
+            "contract": lambda path: expand_contract.contract(target, path, ddl=ddl, log=log),
+            "rollback": lambda path: expand_contract.rollback(target, path, ddl=ddl, log=log),
+        }
+        result = run_phase(target, config, label, phase, run, actions[phase])
+        log(result.summary())
+        out = result.to_json_dict()
+        if phase in ("rollback", "contract"):
+            out["timeline"] = timeline(target, guard(target, config, label).file.version)
+    out["duration_seconds"] = round(time.monotonic() - started, 3)
+    return out
+
+
+__all__ = ["Gated", "execute", "guard", "mismatches", "old_column_calls", "record_approval", "recorded", "run_phase",
            "safety_net", "timeline"]
