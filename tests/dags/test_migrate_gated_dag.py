@@ -1,7 +1,7 @@
 """dag.test() of ``<database>.migrate.<NNN_name>`` against a real server, the gates answered from a thread
 the way the HITL endpoint answers them (tests/harness/hitl.py).
 
-Roll back at either gate (and a contract gate that times out) leaves ``pg_dump --schema-only`` of the table
+Roll back at either gate (answered, or the contract gate's timeout) leaves ``pg_dump --schema-only`` of the table
 as before and every row; approve at both contracts with the approvers in ``schema_history``; an edited
 file is refused by the next task; a second migration on the same table is refused while one is active.
 """
@@ -106,16 +106,17 @@ def test_roll_back_at_the_switch_gate_restores_the_schema(gated) -> None:
         ("gate_switch_reads", ["Roll back"], "release_owner")]
 
 
-def test_contract_gate_timeout_rolls_back_and_drops_nothing(gated) -> None:
+@pytest.mark.parametrize("answer", [None, "Roll back"], ids=["timeout", "answered"])
+def test_contract_gate_timeout_or_roll_back_drops_nothing(gated, answer) -> None:
     pg, _ = gated
     before_schema, before_rows = dump(pg), rows(pg)
-    states, _ = run(DAG, {"gate_switch_reads": "Approve", "gate_contract": None})
+    states, _ = run(DAG, {"gate_switch_reads": "Approve", "gate_contract": answer})
     assert states["rollback_at_contract"] == "success" and states["contract"] == "skipped", states
     assert dump(pg) == before_schema and rows(pg) == before_rows
     status, _, approvals, claims = history(pg)
     assert status == "rolled_back" and claims == 0
     assert [(a["gate"], a["chosen"], a["timed_out"]) for a in approvals] == [
-        ("gate_switch_reads", ["Approve"], False), ("gate_contract", ["Roll back"], True)]
+        ("gate_switch_reads", ["Approve"], False), ("gate_contract", ["Roll back"], answer is None)]
 
 
 def test_approved_twice_contracts_and_names_both_approvers(gated) -> None:

@@ -311,3 +311,34 @@ def test_kill_9_in_rollback_after_the_first_table_restores_the_schema(pair, gate
     assert (killed.dump(("public",)), killed.rows()) == before  # the application's schema and rows as before
     assert killed.scalar("SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'pgw%'") == 0
     assert killed.scalar("SELECT count(*) FROM pg_proc WHERE proname LIKE 'pgw%'") == 0
+
+
+@pytest.mark.parametrize("pair", ["wal"], indirect=True)
+def test_safety_net_wal_collects_up_to_its_restore_point_and_runs_again_cleanly(pair) -> None:
+    """``safety_net: wal``: a restore point and the WAL up to it (after the database's own full backup), so the
+    state before contract is one PITR away; run again (cleared) it makes a newer point, collects again and
+    takes no backup."""
+    from pgwarden.core.lsn import Lsn
+    from pgwarden.engine.backup_full import take_full_backup
+    from pgwarden.engine.catalog import read_catalog
+    from pgwarden.engine.repository import open_repository
+
+    phases = pair[0]
+    repo = open_repository(phases.config.repository)
+    take_full_backup(phases.target, repo, phases.dbname, phases.config.backup, phases.config.repository,
+                     workdir=phases.workdir / "full", log=lambda _: None)
+    for phase in ("restore_point", "expand", "backfill"):
+        phases.run(phase)
+    targets = []
+    for try_number in (1, 2):
+        out = phases.run("safety_net", try_number=try_number)
+        assert out["mode"] == "wal" and "backup_id" not in out and out["wal_segments_uploaded"] >= 1
+        catalog = read_catalog(repo, phases.dbname)
+        report = catalog.check_chain()
+        assert report.ok and report.reachable_point.name == out["restore_point"]
+        assert report.replayable_to >= Lsn.parse(out["lsn"])  # the WAL reaches past the point
+        assert len(catalog.backups) == 1
+        targets.append((out["restore_point"], out["lsn"]))
+    assert [(e["restore_point"], e["lsn"]) for e in phases.history()[3]
+            if e["phase"] == "safety_net" and e["status"] == "done"] == targets
+    assert phases.history()[:2] == ("running", "backfill")  # the net changes no phase or status

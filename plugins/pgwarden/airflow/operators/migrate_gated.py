@@ -57,9 +57,12 @@ class GatedPhaseOperator(PgwardenOperator):
             found.append(Metric(f"migrate_gated.{phase}.lock_retries", result["ddl"]["lock_retries"], "incr",
                                 tags={"migration": self.migration}))
         if phase == "backfill":
-            for measure in ("rows_updated", "rows_walked"):
-                found.append(Metric(f"migrate_gated.backfill.{measure}",
-                                    sum(b[measure] for b in result["backfills"]), "incr",
+            backfills = result["backfills"]
+            for measure, value in (("rows_updated", sum(b["rows_updated"] for b in backfills)),
+                                   ("rows_walked", sum(b["rows_walked"] for b in backfills)),
+                                   ("lock_retries", sum((b.get("batches") or {}).get("lock_timeout_retries", 0)
+                                                        for b in backfills))):
+                found.append(Metric(f"migrate_gated.backfill.{measure}", value, "incr",
                                     tags={"migration": self.migration}))
         return found
 
@@ -117,8 +120,9 @@ class ReadinessSensor(_MigrationSensor):
     """Before contract: no statement has touched the old column since the switch gate.
 
     With ``pg_stat_statements`` it compares the calls of statements naming the old column (and its table)
-    with the snapshot the switch gate took, then with its own previous poke: it passes once they stayed
-    unchanged for ``gates.quiet_for``. Without it, it waits ``gates.min_soak`` after the switch gate.
+    with the switch gate's snapshot, then with its previous poke (``gated.quiet_since``: in the database, as
+    a rescheduled poke starts with its task's XComs cleared): it passes once they stayed unchanged for
+    ``gates.quiet_for``. Without it, it waits ``gates.min_soak`` after the switch gate.
     Either way it logs and reports what it saw, and writes the contract gate's body.
     """
 
@@ -133,26 +137,20 @@ class ReadinessSensor(_MigrationSensor):
         checked = gated.guard(target, self.db_config.migrations, self.migration)
         ti = context["ti"]
         baseline = ti.xcom_pull(task_ids=SWITCH_GATE, key=BASELINE_KEY) or {}
-        last = ti.xcom_pull(task_ids=self.task_id, key="last_seen") or baseline
-        now = datetime.now(UTC)
         counts = gated.old_column_calls(target, checked.path)
         if counts is None:
+            now = datetime.now(UTC)
             since = now - datetime.fromisoformat(baseline.get("at") or now.isoformat())
             saw = f"pg_stat_statements not installed; {_duration(since.total_seconds())} since the switch gate " \
                   f"(min_soak {gates.min_soak})"
             ready = since >= gates.min_soak
         else:
-            same = counts == last.get("counts")
-            quiet_since = datetime.fromisoformat(last["quiet_since"]) if same and last.get("quiet_since") else now
-            if same and not last.get("quiet_since"):
-                quiet_since = datetime.fromisoformat(last.get("at") or now.isoformat())
-            quiet = now - quiet_since if same else timedelta(0)
+            quiet_since, now = gated.quiet_since(target, checked.file.version, context["run_id"], counts)
+            quiet = now - quiet_since
             new_calls = {k: v - (baseline.get("counts") or {}).get(k, 0) for k, v in counts.items()}
             saw = (f"statements on the old column since the switch gate: {new_calls}; unchanged for "
                    f"{_duration(quiet.total_seconds())} (needs {gates.quiet_for})")
-            ti.xcom_push(key="last_seen", value={"counts": counts, "at": now.isoformat(),
-                                                 "quiet_since": quiet_since.isoformat() if same else None})
-            ready = same and quiet >= gates.quiet_for
+            ready = quiet >= gates.quiet_for
         self.log.info("readiness: %s -> %s", saw, "ready" if ready else "waiting")
         if not ready:
             return False
@@ -204,6 +202,8 @@ class MigrationGateOperator(HITLBranchOperator):
             emit(lambda: [Metric(f"migrate_gated.{self.task_id}.{outcome}", 1, "incr",
                                  tags={"migration": self.migration})], database=self.database, dag_id=self.dag_id)
             if self.task_id == SWITCH_GATE:
-                context["ti"].xcom_push(key=BASELINE_KEY, value={
-                    "counts": gated.old_column_calls(target, checked.path), "at": datetime.now(UTC).isoformat()})
+                counts = gated.old_column_calls(target, checked.path)
+                if counts is not None:  # readiness's quiet time counts from here
+                    gated.quiet_since(target, checked.file.version, context["run_id"], counts)
+                context["ti"].xcom_push(key=BASELINE_KEY, value={"counts": counts, "at": datetime.now(UTC).isoformat()})
         return super().execute_complete(context, event)

@@ -88,8 +88,13 @@ def _state(conn: psycopg.Connection, spec: MigrationSpec) -> tuple[Catalog, bool
     return (catalog_from_json(row[0]), row[1]) if row else None
 
 
-def require(conn: psycopg.Connection, spec: MigrationSpec, phase: str, *, expanded: bool) -> None:
-    """Refuse ``phase`` before expand (when it needs it) and after contract completed."""
+def contract_state(conn: psycopg.Connection, spec: MigrationSpec) -> bool | None:
+    """None before the first expand, else whether contract completed."""
+    state = _state(conn, spec)
+    return None if state is None else state[1]
+
+
+def _require(conn: psycopg.Connection, spec: MigrationSpec, phase: str, *, expanded: bool) -> None:
     state = _state(conn, spec)
     if expanded and state is None:
         raise PermanentError(f"{spec.file}: {phase} needs expand to have run first (no stored state in "
@@ -159,7 +164,7 @@ def expand(target: PgTarget, path: Path, *, ddl: DdlSettings = DEFAULT_DDL,
            log: Callable[[str], None] = print) -> PhaseResult:
     spec = read_spec(path)
     with _open(target) as conn:
-        require(conn, spec, "expand", expanded=False)
+        _require(conn, spec, "expand", expanded=False)
         migration = plan(conn, spec, store=True)
         with conn.transaction():
             ensure_control_schema(conn)  # the dual-write functions live there
@@ -172,7 +177,7 @@ def backfill(target: PgTarget, path: Path, *, settings: BackfillSettings = DEFAU
     spec = read_spec(path)
     result = PhaseResult("backfill", path.name)
     with _open(target) as conn:
-        require(conn, spec, "backfill", expanded=True)
+        _require(conn, spec, "backfill", expanded=True)
         migration = plan(conn, spec)
         for index, job in migration.backfills():
             result.backfills.append(run_backfill(conn, spec.version, index, job, settings=settings, log=log))
@@ -183,7 +188,7 @@ def contract(target: PgTarget, path: Path, *, ddl: DdlSettings = DEFAULT_DDL,
              log: Callable[[str], None] = print) -> PhaseResult:
     spec = read_spec(path)
     with _open(target) as conn:
-        require(conn, spec, "contract", expanded=True)
+        _require(conn, spec, "contract", expanded=True)
         migration = plan(conn, spec)
         stats = run_steps(conn, migration.steps("contract"), what=f"{path.name} contract", settings=ddl, log=log)
         with conn.transaction():
@@ -196,7 +201,7 @@ def rollback(target: PgTarget, path: Path, *, ddl: DdlSettings = DEFAULT_DDL,
              log: Callable[[str], None] = print) -> PhaseResult:
     spec = read_spec(path)
     with _open(target) as conn:
-        require(conn, spec, "rollback", expanded=False)
+        _require(conn, spec, "rollback", expanded=False)
         migration = plan(conn, spec)
         stats = run_steps(conn, migration.steps("rollback"), what=f"{path.name} rollback", settings=ddl, log=log)
         with conn.transaction():
@@ -214,4 +219,4 @@ def render_plan(target: PgTarget, path: Path) -> str:
         return plan(conn, spec).render()
 
 
-__all__ = ["PhaseResult", "backfill", "contract", "expand", "plan", "render_plan", "require", "rollback"]
+__all__ = ["PhaseResult", "backfill", "contract", "contract_state", "expand", "plan", "render_plan", "rollback"]

@@ -30,6 +30,7 @@ from pgwarden.core.migrations.config import MigrationsConfig
 from pgwarden.core.migrations.file import MigrationFile
 from pgwarden.core.migrations.gates import old_columns
 from pgwarden.core.migrations.planner import tables_named
+from pgwarden.engine.control import control_table, ensure_control_schema
 from pgwarden.engine.errors import PermanentError
 from pgwarden.engine.migrations import expand_contract
 from pgwarden.engine.migrations.history import (
@@ -148,6 +149,29 @@ def old_column_calls(target: PgTarget, path: Path) -> dict[str, int] | None:
             return counts
 
 
+READINESS = control_table("gated_readiness")
+
+
+def quiet_since(target: PgTarget, version: int, run_id: str, counts: dict[str, int]) -> tuple[datetime, datetime]:
+    """Record the old columns' statement counts (the switch gate's snapshot, then each readiness poke) and
+    return since when they have been unchanged and the server's now.
+
+    Kept in ``pgwarden.gated_readiness``, not in XCom: a sensor in reschedule mode starts each poke as a new
+    run of its task, and Airflow clears a task's XComs when it starts.
+    """
+    with _session(target) as conn, conn.transaction():
+        ensure_control_schema(conn)
+        conn.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} (version integer NOT NULL, run_id text NOT NULL, "
+                             "counts jsonb NOT NULL, quiet_since timestamptz NOT NULL, seen_at timestamptz NOT NULL, "
+                             "PRIMARY KEY (version, run_id))").format(READINESS))
+        since, now = conn.execute(sql.SQL(
+            "INSERT INTO {t} AS r VALUES (%s, %s, %s, now(), now()) ON CONFLICT (version, run_id) DO UPDATE SET "
+            "quiet_since = CASE WHEN r.counts = EXCLUDED.counts THEN r.quiet_since ELSE now() END, "
+            "counts = EXCLUDED.counts, seen_at = now() RETURNING quiet_since, now()").format(t=READINESS),
+            (version, run_id, Jsonb(counts))).fetchone()
+    return since, now
+
+
 def record_approval(target: PgTarget, version: int, entry: dict[str, Any]) -> None:
     with _session(target) as conn:
         ensure_history(conn)
@@ -197,8 +221,8 @@ def safety_net(target: PgTarget, repo, database: str, db_config, label: str, ver
     The restore point is recorded in the repository and in the history's timeline: the dropped column is
     one PITR to it away once the WAL up to it is collected. Run again (a cleared or killed task) it takes a
     fresh restore point and collects the WAL up to it, but reuses the full backup an earlier try of the same
-    run completed (noted as a ``backup_taken`` event); after contract completed it refuses (a restore point
-    then would not be the state before contract).
+    run completed (noted as a ``backup_taken`` event); after contract completed it makes nothing (a restore
+    point then would not be the state before contract) and returns what this run recorded.
     """
     from pgwarden.engine import compress
     from pgwarden.engine.wal import collect_wal, create_restore_point
@@ -206,8 +230,16 @@ def safety_net(target: PgTarget, repo, database: str, db_config, label: str, ver
     spec = expand_contract.read_spec(path)
     with _session(target) as conn:
         with conn.transaction():
-            expand_contract.require(conn, spec, "safety_net", expanded=True)
+            state = expand_contract.contract_state(conn, spec)
+        done = _this_run(conn, version, "safety_net", "done", run)
         taken = _this_run(conn, version, "safety_net", "backup_taken", run)
+    if state is None:
+        raise PermanentError(f"{path.name}: safety_net needs expand to have run first; run expand")
+    if state:  # a restore point now would be after contract: what this run made before contract stands
+        if done is None:
+            raise PermanentError(f"{path.name}: contract already completed without a safety net of this run")
+        log(f"contract already completed; the safety net of this run stands: restore point {done['restore_point']}")
+        return {k: done[k] for k in ("mode", "restore_point", "lsn", "backup_id") if k in done} | {"already": True}
     mode = db_config.migrations.gates.safety_net
     name = f"pgwarden_{label}_precontract_{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
     lsn = str(create_restore_point(target, repo, database, name))
@@ -283,5 +315,5 @@ def execute(target: PgTarget, repository: Callable[[], Any], database: str, db_c
     return out
 
 
-__all__ = ["Gated", "execute", "guard", "mismatches", "old_column_calls", "record_approval", "recorded", "run_phase",
+__all__ = ["Gated", "execute", "guard", "mismatches", "old_column_calls", "quiet_since", "record_approval", "recorded", "run_phase",
            "safety_net", "timeline"]
