@@ -24,24 +24,30 @@ NOT_NULL = "operations:\n  - set_not_null: {table: public.accounts, column: nick
 OWNER = {"id": "release_owner", "name": "release_owner"}
 
 
-@pytest.fixture
-def gated(pg, pgwarden_config, monkeypatch, file_repo, tmp_path):
-    folder = tmp_path / "sql" / "migrations" / "gdb"
+def gated_database(pg, pgwarden_config, monkeypatch, file_repo, tmp_path, database: str, gates: str):
+    """``database`` on ``pg``: 500 accounts, the migration 001_rename_email, the gates as written; its folder."""
+    folder = tmp_path / "sql" / "migrations" / database
     folder.mkdir(parents=True)
     (folder / "001_rename_email.yaml").write_text(RENAME)
     with connect(pg.target()) as conn:
         conn.execute("CREATE TABLE accounts (id bigint PRIMARY KEY, email text NOT NULL, nickname text)")
         conn.execute("INSERT INTO accounts SELECT g, 'u' || g || '@example.org', NULL FROM generate_series(1, 500) g")
-    set_postgres_conn(monkeypatch, "pg_gdb", pg)
+    set_postgres_conn(monkeypatch, f"pg_{database}", pg)
     pgwarden_config(f"""
-        gdb:
-          conn_id: pg_gdb
+        {database}:
+          conn_id: pg_{database}
           repository: {{url: "{file_repo}"}}
           migrations:
             lock_timeout: 500ms
-            gates: {{approvers: [release_owner], min_soak: 0s, safety_net: restore_point}}
+            gates: {gates}
     """)
-    return pg, folder
+    return folder
+
+
+@pytest.fixture
+def gated(pg, pgwarden_config, monkeypatch, file_repo, tmp_path):
+    return pg, gated_database(pg, pgwarden_config, monkeypatch, file_repo, tmp_path, "gdb",
+                              "{approvers: [release_owner], min_soak: 0s, safety_net: restore_point}")
 
 
 def dump(pg) -> str:

@@ -17,10 +17,9 @@ import time
 import pytest
 
 from pgwarden.engine.postgres import connect
-from tests.dags.test_migrate_gated_dag import OWNER, RENAME, dump
-from tests.harness.airflow_conns import set_postgres_conn
+from tests.dags.test_migrate_gated_dag import OWNER, dump, gated_database
 from tests.harness.hitl import answer_in_background
-from tests.harness.receivers import statsd_listener, wait_for
+from tests.harness.receivers import send_airflow_metrics_to, statsd_listener, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -30,22 +29,10 @@ DAG = "sdb.migrate.001_rename_email"
 @pytest.fixture
 def stats_server(pg_factory, pgwarden_config, monkeypatch, file_repo, tmp_path):
     pg = pg_factory(settings={"shared_preload_libraries": "pg_stat_statements"})
-    folder = tmp_path / "sql" / "migrations" / "sdb"
-    folder.mkdir(parents=True)
-    (folder / "001_rename_email.yaml").write_text(RENAME)
     with connect(pg.target()) as conn:
         conn.execute("CREATE EXTENSION pg_stat_statements")
-        conn.execute("CREATE TABLE accounts (id bigint PRIMARY KEY, email text NOT NULL, nickname text)")
-        conn.execute("INSERT INTO accounts SELECT g, 'u' || g || '@example.org', NULL FROM generate_series(1, 500) g")
-    set_postgres_conn(monkeypatch, "pg_sdb", pg)
-    pgwarden_config(f"""
-        sdb:
-          conn_id: pg_sdb
-          repository: {{url: "{file_repo}"}}
-          migrations:
-            lock_timeout: 500ms
-            gates: {{approvers: [release_owner], quiet_for: 2s, min_soak: 1h, safety_net: full_backup}}
-    """)
+    folder = gated_database(pg, pgwarden_config, monkeypatch, file_repo, tmp_path, "sdb",
+                            "{approvers: [release_owner], quiet_for: 2s, min_soak: 1h, safety_net: full_backup}")
     return pg, file_repo, folder / "001_rename_email.yaml"
 
 
@@ -80,8 +67,6 @@ def reschedules(task_id: str) -> int:
 
 def test_readiness_waits_for_the_old_column_to_go_quiet_then_contracts_with_a_full_backup(
         stats_server, monkeypatch) -> None:
-    from airflow.sdk._shared.observability.metrics import stats as stats_state
-
     from pgwarden.airflow.dag_factory import build_dags
     from pgwarden.engine.migrations import gated
 
@@ -110,11 +95,7 @@ def test_readiness_waits_for_the_old_column_to_go_quiet_then_contracts_with_a_fu
 
     done = threading.Event()
     with statsd_listener() as statsd:
-        monkeypatch.setenv("AIRFLOW__METRICS__STATSD_ON", "True")
-        monkeypatch.setenv("AIRFLOW__METRICS__STATSD_HOST", "127.0.0.1")
-        monkeypatch.setenv("AIRFLOW__METRICS__STATSD_PORT", str(statsd.port))
-        monkeypatch.setattr(stats_state, "_factory", None)
-        monkeypatch.setattr(stats_state, "_backend", None)
+        send_airflow_metrics_to(statsd, monkeypatch)
         dag = build_dags()[DAG]
         dag.get_task("readiness").poke_interval = 1  # 30 s in production
         monitor = threading.Thread(target=stop_old_writer, daemon=True)

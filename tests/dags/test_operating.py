@@ -14,7 +14,13 @@ import pytest
 
 from pgwarden.engine.postgres import connect
 from tests.harness.airflow_conns import conn_var, set_postgres_conn
-from tests.harness.receivers import smtp_sink, statsd_listener, wait_for, webhook_receiver
+from tests.harness.receivers import (
+    send_airflow_metrics_to,
+    smtp_sink,
+    statsd_listener,
+    wait_for,
+    webhook_receiver,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -127,8 +133,6 @@ def test_permanent_error_fails_at_once_transient_retries_and_the_failure_is_noti
 
 def test_a_purge_sends_its_metric_and_its_missed_deadline_alerts(
         pg, tmp_path, monkeypatch, file_repo, channels) -> None:
-    from airflow.sdk._shared.observability.metrics import stats as stats_state
-
     sink, hook = channels
     with connect(pg.target()) as conn:
         conn.execute("CREATE TABLE sessions (id bigint PRIMARY KEY, expires_at timestamptz NOT NULL)")
@@ -143,12 +147,7 @@ def test_a_purge_sends_its_metric_and_its_missed_deadline_alerts(
           lifecycle: {{policies: [{{name: expired, table: sessions, expire: {{column: expires_at}}}}]}}
     """)
     with statsd_listener() as statsd:
-        # Airflow's [metrics] as a deployment sets them; Stats is set up again by the first metric sent.
-        monkeypatch.setenv("AIRFLOW__METRICS__STATSD_ON", "True")
-        monkeypatch.setenv("AIRFLOW__METRICS__STATSD_HOST", "127.0.0.1")
-        monkeypatch.setenv("AIRFLOW__METRICS__STATSD_PORT", str(statsd.port))
-        monkeypatch.setattr(stats_state, "_factory", None)
-        monkeypatch.setattr(stats_state, "_backend", None)
+        send_airflow_metrics_to(statsd, monkeypatch)
         from pgwarden.airflow.dag_factory import build_dags
 
         dag = build_dags()["mdb.ttl_purge"]

@@ -52,3 +52,24 @@ def test_backup_wal_chain_and_drill_metrics() -> None:
     assert figures(drill, {"drills": [evidence("newest", 30.0), evidence("old", 45.0)]}) == {
         "verify_restore.rto_seconds": 30.0, "verify_restore.rpo_seconds": 60.0,
         "verify_restore.old.rto_seconds": 45.0, "verify_restore.old.rpo_seconds": 60.0}
+
+
+def test_gated_migration_phase_metrics() -> None:
+    from pgwarden.airflow.operators.migrate_gated import GatedPhaseOperator
+    from pgwarden.engine.batches import BatchStats
+    from pgwarden.engine.migrations.backfill import BackfillResult
+    from pgwarden.engine.migrations.executor import PhaseStats
+    from pgwarden.engine.migrations.expand_contract import PhaseResult
+
+    common = {"database": "x", "db_config": DB, "migration": "001_x"}
+    backfill = PhaseResult("backfill", "001_x.yaml", backfills=[
+        BackfillResult(rows_walked=100, rows_updated=90, batches=BatchStats(lock_timeout_retries=2)),
+        BackfillResult(rows_walked=50, rows_updated=50, batches=BatchStats(lock_timeout_retries=1))]).to_json_dict()
+    assert figures(GatedPhaseOperator(task_id="backfill", phase="backfill", **common),
+                   {**backfill, "duration_seconds": 4.0}) == {
+        "migrate_gated.backfill.duration_seconds": 4.0, "migrate_gated.backfill.rows_updated": 140,
+        "migrate_gated.backfill.rows_walked": 150, "migrate_gated.backfill.lock_retries": 3}
+    contract = PhaseResult("contract", "001_x.yaml", ddl=PhaseStats(steps=2, lock_retries=5)).to_json_dict()
+    assert figures(GatedPhaseOperator(task_id="rollback_at_contract", phase="rollback", **common),
+                   {**contract, "duration_seconds": 1.5}) == {
+        "migrate_gated.rollback.duration_seconds": 1.5, "migrate_gated.rollback.lock_retries": 5}

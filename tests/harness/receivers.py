@@ -75,6 +75,18 @@ def statsd_listener() -> Iterator[StatsdListener]:
         sock.close()
 
 
+def send_airflow_metrics_to(listener: StatsdListener, monkeypatch) -> None:
+    """Airflow's [metrics] as a deployment sets them, pointed at ``listener``; Stats is set up again by the
+    first metric sent (dag.test() runs tasks without the task runner's set-up)."""
+    from airflow.sdk._shared.observability.metrics import stats as stats_state
+
+    monkeypatch.setenv("AIRFLOW__METRICS__STATSD_ON", "True")
+    monkeypatch.setenv("AIRFLOW__METRICS__STATSD_HOST", "127.0.0.1")
+    monkeypatch.setenv("AIRFLOW__METRICS__STATSD_PORT", str(listener.port))
+    monkeypatch.setattr(stats_state, "_factory", None)
+    monkeypatch.setattr(stats_state, "_backend", None)
+
+
 @dataclass
 class SmtpSink:
     port: int
