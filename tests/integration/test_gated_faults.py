@@ -220,6 +220,11 @@ def test_kill_9_in_restore_point_after_the_point_was_made(pair) -> None:
     points, problems = read_restore_points(open_repository(killed.config.repository), killed.dbname)
     assert not problems and killed.history()[4] == out["restore_point"] in [p.name for p in points]
     assert len(points) == 2  # the killed try's point is in the repository too, harmless; the row names the new
+    # Cleared again after expand ran: the point before expand stays the target, no point after it is made.
+    killed.run("expand")
+    again = killed.run("restore_point", try_number=3)
+    assert again["kept"] and again["restore_point"] == out["restore_point"] == killed.history()[4]
+    assert len(read_restore_points(open_repository(killed.config.repository), killed.dbname)[0]) == 2
 
 
 def test_kill_9_in_expand_while_the_index_build_waits_leaves_no_invalid_index(pair) -> None:

@@ -268,6 +268,17 @@ def safety_net(target: PgTarget, repo, database: str, db_config, label: str, ver
     return result
 
 
+def _point_before_expand(target: PgTarget, checked: Gated) -> tuple[str, str] | None:
+    """The recorded restore point when expand already ran (its state stored), else None."""
+    spec = expand_contract.read_spec(checked.path)
+    with _session(target) as conn, conn.transaction():
+        if expand_contract.contract_state(conn, spec) is None:
+            return None
+        row = conn.execute(sql.SQL("SELECT restore_point, restore_point_lsn::text FROM {} WHERE version = %s")
+                           .format(HISTORY), (checked.file.version,)).fetchone()
+    return (row[0], row[1]) if row and row[0] else None
+
+
 def execute(target: PgTarget, repository: Callable[[], Any], database: str, db_config, label: str, phase: str,
             run: RunInfo, *, log: Callable[[str], None] = print) -> dict[str, Any]:
     """One task of ``<database>.migrate.<label>``: ``plan``, ``restore_point``, ``expand``, ``backfill``,
@@ -287,9 +298,13 @@ def execute(target: PgTarget, repository: Callable[[], Any], database: str, db_c
         out: dict[str, Any] = {"migration": label, "tables": checked.tables}
     elif phase == "restore_point":
         with recorded(target, config, label, "restore_point", run) as checked:
-            name, lsn = _restore_point(target, repository(), database, label)
-            set_restore_point(target, checked.file.version, name, lsn)
-        out = {"restore_point": name, "lsn": lsn}
+            kept = _point_before_expand(target, checked)
+            name, lsn = kept or _restore_point(target, repository(), database, label)
+            if kept:  # cleared after expand ran: a new point would include expand, and not be the PITR target
+                log(f"expand already ran; keeping the restore point taken before it: {name} at {lsn}")
+            else:
+                set_restore_point(target, checked.file.version, name, lsn)
+        out = {"restore_point": name, "lsn": lsn, "kept": bool(kept)}
     elif phase == "safety_net":
         from pgwarden.engine.workdir import scratch
 
