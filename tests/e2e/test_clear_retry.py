@@ -14,7 +14,7 @@ and the repository in the state one clean run leaves (no duplicate backup, ledge
     task's process (the one owning the backend's client socket) is killed with kill -9 there, leaving
     that INVALID index; the snapshot is released, expand cleared: exactly one valid index at the end;
   - migrate.002_rename_users_email: a test transaction holds ACCESS SHARE on users while contract runs, so
-    contract's DROP/RENAME COLUMN times out (lock_timeout, no lock retry in this config) and fails; the
+    contract's DROP TRIGGER/COLUMN and RENAME COLUMN time out (lock_timeout, no lock retry in this config) and fails; the
     lock is released, contract cleared: users has email_address with every value and no email column.
   Contract really runs, so users.email, which the demo's erasure config maps, is gone afterwards: these
   cases run after the erasure parts, and nothing after them erases. While 002 waits at each gate, the
@@ -65,10 +65,10 @@ def _config_without_retries(base: Path) -> Path:
     config["defaults"]["retries"] = 0
     appdb = config["databases"]["appdb"]
     # Relative migration paths are read from the config file's folder: keep the repository's.
-    appdb["migrations"] = {**(appdb.get("migrations") or {}),
-                           "path": str(ROOT / "include" / "sql" / "migrations" / "appdb"),
+    migrations = appdb.get("migrations") or {}
+    appdb["migrations"] = {**migrations, "path": str(ROOT / "include" / "sql" / "migrations" / "appdb"),
                            "lock_timeout": "5s", "lock_retries": 0,
-                           "gates": {"min_soak": "0s", "quiet_for": "0s"}}
+                           "gates": {**(migrations.get("gates") or {}), "min_soak": "0s", "quiet_for": "0s"}}
     path = base / "pgwarden.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
