@@ -9,6 +9,7 @@ file is refused by the next task; a second migration on the same table is refuse
 from __future__ import annotations
 
 import subprocess
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -75,7 +76,7 @@ def run(dag_id: str, answers: dict, before=None):
     result = dag.test()
     thread.join(timeout=5)
     assert not thread.errors, thread.errors
-    return {ti.task_id: ti.state for ti in result.get_task_instances()}, dag
+    return {ti.task_id: ti.state for ti in result.get_task_instances()}, result
 
 
 DAG = "gdb.migrate.001_rename_email"
@@ -126,16 +127,32 @@ def test_contract_gate_timeout_or_roll_back_drops_nothing(gated, answer) -> None
 
 
 def test_approved_twice_contracts_and_names_both_approvers(gated) -> None:
+    from pgwarden.core.status import migration_state
+    from pgwarden.engine.config_file import load_config
+    from pgwarden.engine.status import gather_database
+
     pg, _ = gated
     before_rows = rows(pg)
-    states, _ = run(DAG, {"gate_switch_reads": "Approve", "gate_contract": "Approve"})
+    page = {}
+
+    def at_gate(task_id: str) -> None:  # what the pgwarden page reads while the gate waits
+        facts = gather_database(pg.target(), load_config().databases["gdb"], datetime.now(UTC), "5s")
+        page[task_id] = migration_state(facts.migrations[0])
+
+    states, dag_run = run(DAG, {"gate_switch_reads": "Approve", "gate_contract": "Approve"}, at_gate)
     assert states["record"] == "success" and states["rollback_at_contract"] == "skipped", states
+    started = {ti.task_id: ti.start_date for ti in dag_run.get_task_instances()}
+    for gate in ("gate_switch_reads", "gate_contract"):
+        waiting = page[gate]["gate_waiting"]
+        assert (waiting["gate"], waiting["after_phase"]) == (gate, "backfill"), page
+        assert abs(datetime.fromisoformat(waiting["since"]) - started[gate]) < timedelta(seconds=1), (waiting, started)
+    assert page["gate_contract"]["approvals"][0].startswith("gate_switch_reads: Approve by release_owner at ")
     assert "email_address" in dump(pg) and " email " not in dump(pg)
     assert rows(pg) == before_rows  # same values, now under email_address
     status, phase, approvals, claims = history(pg)
     assert (status, phase, claims) == ("applied", "contract", 0)
-    assert [(a["gate"], a["by"]["name"]) for a in approvals] == [("gate_switch_reads", "release_owner"),
-                                                                 ("gate_contract", "release_owner")]
+    assert [(a["gate"], a["by"]["name"], a["dag_id"], a["run_id"]) for a in approvals] == [
+        ("gate_switch_reads", "release_owner", DAG, dag_run.run_id), ("gate_contract", "release_owner", DAG, dag_run.run_id)]
     with connect(pg.target()) as conn:
         events = conn.execute("SELECT phases FROM pgwarden.schema_history").fetchone()[0]
     assert any(e["phase"] == "safety_net" and e["restore_point"].startswith("pgwarden_001_rename_email_precontract")

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from pgwarden.core.audit import build_report, render
 from pgwarden.core.drill import DrillEvidence
 from pgwarden.core.lifecycle.ledger import ErasureRecord, TableErasure, next_entry
+from pgwarden.core.migrations.gates import approval_entry
 
 SINCE = datetime(2026, 11, 1, tzinfo=UTC)
 
@@ -37,8 +38,13 @@ def _report():
                 "phases": [{"phase": "expand", "status": "applied", "at": "2026-11-04T00:00:00Z",
                             "dag_id": "appdb.migrate_002", "run_id": "r"},
                            {"phase": "expand", "status": "running", "at": "2026-10-01T00:00:00Z"}],
-                "approvals": [{"gate": "contract", "user": {"id": "carol", "name": "carol"},
-                               "responded_at": "2026-11-05T00:00:00Z"}]}]
+                # What the gated DAG's gates write: approval_entry plus their run's stamp.
+                "approvals": [{**approval_entry("gate_contract", ["Approve"], {"id": "carol", "name": "carol"},
+                                                "2026-11-05T00:00:00+00:00", False),
+                               "dag_id": "appdb.migrate.002_rename_users_email", "run_id": "r", "try_number": 1},
+                              {**approval_entry("gate_contract", ["Roll back"], None, "2026-11-06T00:00:00+00:00",
+                                                True), "dag_id": "appdb.migrate.002_rename_users_email",
+                               "run_id": "r2", "try_number": 1}]}]
     drill = DrillEvidence(database="appdb", drill_id="d1", started_at=SINCE + timedelta(days=6), rto_seconds=12.5,
                           rto_target_seconds=3600, rpo_target_seconds=900, pgwarden_version="0.1.0",
                           error="value jane@example.com broke it")
@@ -51,13 +57,18 @@ def _report():
 def test_the_timeline_names_approvers_and_ledger_entries_in_time_order() -> None:
     report, entry = _report()
     sources = [e.source for e in report.events]
-    assert sources == ["ledger", "airflow.run", "airflow.gate", "airflow.event", "migration", "migration", "drill"]
+    assert sources == ["ledger", "airflow.run", "airflow.gate", "airflow.event", "migration", "migration",
+                       "migration", "drill"]
     gate = report.events[2]
     assert (gate.who, gate.what, gate.when) == ("alice", "answered: Approve", "2026-11-03T10:00:00Z")
     ledger = report.events[0]
     assert ledger.run_id == "manual__1" and f"entry 2 hash {entry.entry_hash}" in ledger.detail
     assert "req-0" not in json.dumps(report.to_json_dict())  # before --since
     assert report.approvers() == ["alice", "carol"]
+    approved, timed_out = [e for e in report.events if e.source == "migration" and e.what.startswith("gate")]
+    assert (approved.who, approved.what, approved.task_id, approved.dag_id, approved.run_id) == (
+        "carol", "gate answered: Approve", "gate_contract", "appdb.migrate.002_rename_users_email", "r")
+    assert (timed_out.who, timed_out.what) == ("", "gate answered: Roll back (timed out)")
     assert report.events[-1].what == "failed" and "RTO 12.5s" in report.events[-1].detail
 
 

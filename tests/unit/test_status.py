@@ -10,6 +10,7 @@ from pgwarden.airflow.ui.access import visible_databases
 from pgwarden.airflow.ui.render import page_html
 from pgwarden.core.catalog import WalObject
 from pgwarden.core.drill import DrillEvidence
+from pgwarden.core.migrations.gates import WAITING, approval_entry
 from pgwarden.core.status import (
     ErasureFacts,
     MigrationRow,
@@ -98,17 +99,54 @@ def test_lifecycle_erasure_and_migrations() -> None:
         migrations=[
             MigrationRow(1, "prefs", "plain", "apply", "applied", NOW, NOW),
             MigrationRow(2, "rename", "expand_contract", "backfill", "running", NOW, None,
-                         phases=[{"phase": "expand", "status": "applied", "at": "2026-11-23T01:00:00Z"},
-                                 {"phase": "backfill", "status": "done", "at": "2026-11-23T02:00:00Z"}],
-                         approvals=[{"gate": "expand", "by": "carol", "at": "2026-11-23T01:30:00Z"}, "dave"]),
+                         phases=[{"phase": "expand", "status": "running", "at": "2026-11-23T01:00:00Z"},
+                                 {"phase": "backfill", "status": "running", "at": "2026-11-23T02:00:00Z"}]),
         ])
     status = database_status(facts)
     assert status["lifecycle"]["purged"]["total"] == 15
     assert status["lifecycle"]["archived"]["size"].startswith("3")
     assert status["erasure"]["export_behind"] == 1 and status["erasure"]["on_legal_hold"] == 2
     rename = status["migrations"][-1]
-    assert rename["gate_waiting"] == {"after_phase": "backfill", "since": "2026-11-23T02:00:00Z"}
-    assert rename["approvals"] == ["expand: carol at 2026-11-23T01:30:00Z", "dave"]
+    assert rename["phase"] == "backfill" and rename["gate_waiting"] is None  # between phases, no gate asked yet
+
+
+def _gated(*events, approvals=()) -> dict:
+    """The page's entry of a gated migration whose timeline and approvals are what the DAG's tasks wrote."""
+    run = {"dag_id": "shop.migrate.002_rename", "run_id": "manual__1", "try_number": 1}
+    phases = [{"phase": "expand", "status": "running", "at": "2026-11-23T01:00:00+00:00", **run},
+              {"phase": "backfill", "status": "running", "at": "2026-11-23T01:05:00+00:00", **run}]
+    for gate, started in events:
+        phases.append({"phase": gate, "status": WAITING, "started_at": started, "at": started[:-6] + ".4+00:00",
+                       **run})
+    row = MigrationRow(2, "rename", "expand_contract", "backfill", "running", NOW, None, phases=phases,
+                       approvals=[{**a, **run} for a in approvals])
+    return database_status(_facts(migrations=[row]))["migrations"][-1]
+
+
+def test_a_gate_waits_from_its_start_until_its_approval_and_the_page_names_who_answered() -> None:
+    switch_asked = ("gate_switch_reads", "2026-11-23T01:06:00+00:00")
+    waiting = _gated(switch_asked)
+    assert waiting["gate_waiting"] == {"gate": "gate_switch_reads", "after_phase": "backfill",
+                                       "since": "2026-11-23T01:06:00+00:00"}
+    approved = approval_entry("gate_switch_reads", ["Approve"], {"id": "carol", "name": "carol"},
+                              "2026-11-23T01:30:00.5+00:00", False)
+    after = _gated(switch_asked, approvals=[approved])
+    assert after["gate_waiting"] is None
+    assert after["approvals"] == ["gate_switch_reads: Approve by carol at 2026-11-23T01:30:00.5+00:00"]
+    contract = _gated(switch_asked, ("gate_contract", "2026-11-23T02:00:00+00:00"), approvals=[approved])
+    assert contract["gate_waiting"]["gate"] == "gate_contract"
+    assert contract["gate_waiting"]["since"] == "2026-11-23T02:00:00+00:00"
+    timed_out = approval_entry("gate_contract", ["Roll back"], None, "2026-11-24T02:00:00+00:00", True)
+    assert _gated(switch_asked, ("gate_contract", "2026-11-23T02:00:00+00:00"), approvals=[approved, timed_out]
+                  )["approvals"][-1] == "gate_contract: Roll back (timed out) at 2026-11-24T02:00:00+00:00"
+    # A cleared gate asks again: the answer to its first asking does not answer the second one.
+    again = _gated(switch_asked, ("gate_switch_reads", "2026-11-23T01:40:00+00:00"), approvals=[approved])
+    assert again["gate_waiting"]["since"] == "2026-11-23T01:40:00+00:00"
+    html = page_html([database_status(_facts(migrations=[MigrationRow(
+        2, "rename", "expand_contract", "backfill", "running", NOW, None,
+        phases=[{"phase": "gate_switch_reads", "status": WAITING, "started_at": "2026-11-23T01:06:00+00:00"}])]))],
+        "alice")
+    assert "gate_switch_reads waiting" in html and "2026-11-23T01:06:00+00:00" in html
 
 
 def test_the_page_escapes_what_it_shows() -> None:

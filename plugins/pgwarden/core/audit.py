@@ -24,6 +24,7 @@ from typing import Any
 
 from pgwarden.core.drill import DrillEvidence
 from pgwarden.core.lifecycle.ledger import LedgerEntry
+from pgwarden.core.migrations.gates import answer, approver
 
 FORMAT = "pgwarden.audit/1"
 FORMATS = ("csv", "json", "html")
@@ -100,11 +101,8 @@ def _after(moment: datetime | str | None, since: datetime) -> bool:
 
 
 def _user(value: Any) -> str:
-    """A HITL user (``{"id": ..., "name": ...}``) or a plain name, as ``name`` (``id`` when they differ)."""
-    if isinstance(value, Mapping):
-        name, ident = str(value.get("name") or ""), str(value.get("id") or "")
-        return name if not ident or ident == name else f"{name} ({ident})"
-    return "" if value is None else str(value)
+    """A HITL user (``{"id": ..., "name": ...}``) or a plain name, named the way the gates' approvals are."""
+    return approver({"by": value})
 
 
 def run_events(runs: Iterable[Mapping[str, Any]]) -> list[AuditEvent]:
@@ -180,13 +178,14 @@ def migration_events(rows: Iterable[Mapping[str, Any]], since: datetime) -> list
                 + (f"; restore point {phase['restore_point']}" if phase.get("restore_point") else ""),
             ))
         for approval in row.get("approvals") or []:
-            when = approval.get("responded_at") or approval.get("at")
+            # The keys the gates write (core.migrations.gates.approval_entry plus the run's stamp).
+            when = approval.get("at")
             if not _after(when, since):
                 continue
             events.append(AuditEvent(
-                when=_iso(when), source="migration", what=f"gate {approval.get('gate', '')} approved".strip(),
+                when=_iso(when), source="migration", what=f"gate answered: {answer(approval)}",
                 dag_id=approval.get("dag_id") or "", run_id=approval.get("run_id") or "",
-                task_id=approval.get("task_id") or "", who=_user(approval.get("user") or approval.get("by") or approval.get("responded_by")),
+                task_id=approval.get("gate") or "", try_number=approval.get("try_number"), who=approver(approval),
                 detail=name,
             ))
     return events

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, timedelta, timezone
 from typing import Any, Literal
 from xml.sax.saxutils import escape
 
 from pgwarden.core.catalog import Catalog
 from pgwarden.core.drill import DrillEvidence
+from pgwarden.core.migrations.gates import answer, approver, gate_asked
 from pgwarden.core.retention import DAILY, MONTHLY, NEWEST, PENDING, WINDOW_START, YEARLY
 from pgwarden.core.units import format_duration, format_size
 from pgwarden.core.walnames import is_history_name
@@ -198,22 +199,42 @@ def _erasure(erasure: ErasureFacts) -> dict[str, Any]:
 
 
 def _approval_text(approval: Any) -> str:
-    """One ``approvals`` element as the gates branch writes it, read leniently (a dict or a plain value)."""
+    """One ``approvals`` entry as the gates write it (core.migrations.gates.approval_entry)."""
     if not isinstance(approval, dict):
         return str(approval)
-    gate = approval.get("gate") or approval.get("phase") or approval.get("step") or "gate"
-    who = approval.get("by") or approval.get("approver") or approval.get("approved_by") or approval.get("user")
-    when = approval.get("at") or approval.get("approved_at")
-    return f"{gate}: {who or 'unknown'}" + (f" at {when}" if when else "")
+    who = approver(approval)
+    return f"{approval.get('gate') or 'gate'}: {answer(approval)}" + (f" by {who}" if who else "") + \
+        (f" at {approval['at']}" if approval.get("at") else "")
+
+
+def _moment(value: Any) -> datetime | None:
+    try:
+        moment = datetime.fromisoformat(str(value)) if value else None
+    except ValueError:
+        return None
+    return moment.replace(tzinfo=timezone.utc) if moment and moment.tzinfo is None else moment
+
+
+def _answered(asked: dict[str, Any], approvals: list[Any]) -> bool:
+    """An approval of the asking gate, in its run, given after it started asking (a cleared gate asks anew)."""
+    since = _moment(asked.get("started_at") or asked.get("at"))
+    for a in approvals:
+        if isinstance(a, dict) and a.get("gate") == asked.get("phase") and a.get("run_id") == asked.get("run_id"):
+            at = _moment(a.get("at"))
+            if since is None or at is None or at >= since:
+                return True
+    return False
 
 
 def migration_state(row: MigrationRow) -> dict[str, Any]:
-    """Where a migration stands. An expand/contract migration stays ``running`` between its phases: when its
-    last timeline event is a finished phase, it waits at the gate after that phase, since that event."""
+    """Where a migration stands. An expand/contract migration stays ``running`` between its phases; a gate
+    writes a ``waiting`` event when it starts asking, so the page shows that gate waiting since the gate
+    task's start (in Airflow) until an approval of it is recorded."""
     last = row.phases[-1] if row.phases else {}
     waiting = None
-    if row.kind == "expand_contract" and row.status == "running" and last.get("status") not in (None, "running"):
-        waiting = {"after_phase": last.get("phase") or row.phase, "since": last.get("at")}
+    if row.kind == "expand_contract" and row.status == "running" and gate_asked(last) \
+            and not _answered(last, row.approvals):
+        waiting = {"gate": last["phase"], "after_phase": row.phase, "since": last.get("started_at") or last.get("at")}
     return {
         "version": row.version, "name": row.name, "kind": row.kind, "phase": row.phase, "status": row.status,
         "started_at": _iso(row.started_at), "finished_at": _iso(row.finished_at),

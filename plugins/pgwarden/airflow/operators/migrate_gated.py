@@ -129,7 +129,7 @@ class ReadinessSensor(_MigrationSensor):
     def poke(self, context: Any) -> bool:
         from datetime import UTC, datetime
 
-        from pgwarden.core.migrations.gates import SWITCH_GATE, contract_body
+        from pgwarden.core.migrations.gates import SWITCH_GATE, approver, contract_body
         from pgwarden.engine.migrations import gated
 
         gates = self.db_config.migrations.gates
@@ -156,7 +156,7 @@ class ReadinessSensor(_MigrationSensor):
             return False
         info = gated.timeline(target, checked.file.version)
         switch = [a for a in info["approvals"] if a.get("gate") == SWITCH_GATE and a.get("run_id") == context["run_id"]]
-        by = (switch[-1].get("by") or {}).get("name", "nobody (timeout)") if switch else "?"
+        by = (approver(switch[-1]) or "nobody (timeout)") if switch else "?"
         mode = gates.safety_net
         net = ("a restore point `pgwarden_" + self.migration + "_precontract_<time>`"
                + {"wal": " and a WAL collection", "full_backup": ", a full backup and a WAL collection",
@@ -180,12 +180,22 @@ class MigrationGateOperator(HITLBranchOperator):
         super().__init__(**kwargs)
         self.database, self.db_config, self.migration = database, db_config, migration
 
+    def execute(self, context: Any) -> Any:
+        from pgwarden.airflow.hooks.postgres import pg_target
+        from pgwarden.engine.migrations import gated
+
+        # Before asking: the file check (an edited file fails here, not after someone answered) and the
+        # timeline's "waiting since" (this task's start, as Airflow shows it) for the pgwarden page.
+        gated.gate_waiting(pg_target(self.db_config.conn_id), self.db_config.migrations, self.migration,
+                           self.task_id, run_info(context), getattr(context["ti"], "start_date", None))
+        return super().execute(context)
+
     def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
         from datetime import UTC, datetime
 
         from pgwarden.airflow.hooks.postgres import pg_target
         from pgwarden.airflow.operating.metrics import emit
-        from pgwarden.core.migrations.gates import APPROVE, SWITCH_GATE, approval_entry
+        from pgwarden.core.migrations.gates import APPROVE, SWITCH_GATE, answer, approval_entry, approver
         from pgwarden.engine.migrations import gated
 
         if "error" not in event:
@@ -194,9 +204,9 @@ class MigrationGateOperator(HITLBranchOperator):
             at = event.get("responded_at")
             entry = approval_entry(self.task_id, event.get("chosen_options") or [], event.get("responded_by_user"),
                                    at.isoformat() if hasattr(at, "isoformat") else at, event.get("timedout", False))
-            entry["run_id"] = context["run_id"]
+            entry.update(run_info(context).stamp())  # which run answered (the audit export names its DAG)
             gated.record_approval(target, checked.file.version, entry)
-            self.log.info("gate %s answered %s by %s", self.task_id, entry["chosen"], entry["by"] or "timeout")
+            self.log.info("gate %s answered %s by %s", self.task_id, answer(entry), approver(entry) or "timeout")
             # The outcome only, never who answered (a person's name is no time series).
             outcome = "timed_out" if entry["timed_out"] else ("approved" if APPROVE in entry["chosen"] else "rolled_back")
             emit(lambda: [Metric(f"migrate_gated.{self.task_id}.{outcome}", 1, "incr",

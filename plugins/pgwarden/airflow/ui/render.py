@@ -145,7 +145,8 @@ def _migrations(part: Any) -> str:
     rows = ["<tr><th>version</th><th>phase</th><th>status</th><th>gate</th><th>approved</th></tr>"]
     for m in part:
         gate = m["gate_waiting"]
-        gate_text = (_pill("amber", f'after {gate["after_phase"]}') + f' since {_e(gate["since"])}') if gate else ""
+        gate_text = (_pill("amber", f'{gate["gate"]} waiting') + f' after {_e(gate["after_phase"])} since '
+                     f'<span data-field="gate-since">{_e(gate["since"])}</span>') if gate else ""
         rows.append(f'<tr><td><code>{m["version"]:03d}_{_e(m["name"])}</code></td><td>{_e(m["phase"])}</td>'
                     f'<td>{_e(m["status"])}</td><td>{gate_text}</td>'
                     f'<td>{"<br>".join(_e(a) for a in m["approvals"])}</td></tr>')

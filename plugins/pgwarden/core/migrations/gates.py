@@ -16,6 +16,9 @@ SWITCH_GATE = "gate_switch_reads"
 CONTRACT_GATE = "gate_contract"
 APPROVE = "Approve"
 ROLL_BACK = "Roll back"
+# The status of the timeline event a gate writes when it starts asking (its ``started_at``: the gate task's
+# start in Airflow); the page shows the gate waiting since then until an approval of that gate follows.
+WAITING = "waiting"
 
 
 def _sentence(op: Any) -> str:
@@ -145,10 +148,34 @@ def contract_body(facts: Mapping[str, Any]) -> str:
 
 def approval_entry(gate: str, chosen: Sequence[str], user: Mapping[str, Any] | None, at: str | None,
                    timed_out: bool) -> dict[str, Any]:
-    """One ``schema_history.approvals`` entry (ids and names of Airflow users only, no other data)."""
+    """One ``schema_history.approvals`` entry (ids and names of Airflow users only, no other data).
+
+    The gate adds its run's ``dag_id``/``run_id``/``try_number``. Readers use :func:`approver` and
+    :func:`answer` below, so the page and the audit export read exactly these keys.
+    """
     return {"gate": gate, "chosen": list(chosen), "by": dict(user) if user else None, "at": at,
             "timed_out": bool(timed_out)}
 
 
-__all__ = ["APPROVE", "CONTRACT_GATE", "ROLL_BACK", "SWITCH_GATE", "approval_entry", "contract_body", "dag_doc",
-           "old_columns", "switch_body"]
+def approver(entry: Mapping[str, Any]) -> str:
+    """Who answered: the Airflow user's name (with the id when it differs); "" for a timeout."""
+    user = entry.get("by")
+    if not isinstance(user, Mapping):
+        return "" if user is None else str(user)
+    name, ident = str(user.get("name") or ""), str(user.get("id") or "")
+    return name if not ident or ident == name else f"{name} ({ident})"
+
+
+def answer(entry: Mapping[str, Any]) -> str:
+    """What was chosen (``Approve``, ``Roll back``), marked when the gate's timeout chose it."""
+    chosen = ", ".join(str(c) for c in entry.get("chosen") or []) or "?"
+    return f"{chosen} (timed out)" if entry.get("timed_out") else chosen
+
+
+def gate_asked(entry: Mapping[str, Any]) -> bool:
+    """A timeline event that a gate wrote when it started asking (:data:`WAITING`)."""
+    return entry.get("phase") in (SWITCH_GATE, CONTRACT_GATE) and entry.get("status") == WAITING
+
+
+__all__ = ["APPROVE", "CONTRACT_GATE", "ROLL_BACK", "SWITCH_GATE", "WAITING", "answer", "approval_entry", "approver",
+           "contract_body", "dag_doc", "gate_asked", "old_columns", "switch_body"]

@@ -180,6 +180,19 @@ def record_approval(target: PgTarget, version: int, entry: dict[str, Any]) -> No
                          (Jsonb([entry]), version))
 
 
+def gate_waiting(target: PgTarget, config: MigrationsConfig, label: str, gate: str, run: RunInfo,
+                 started_at: datetime | None) -> None:
+    """A gate starts asking: the file check, then a ``waiting`` event in the timeline with the gate task's
+    start in Airflow (``started_at``), which the pgwarden page shows as "waiting since"."""
+    from pgwarden.core.migrations.gates import WAITING
+
+    with _session(target) as conn:
+        ensure_history(conn)
+        gated = checked(conn, config, label)
+        add_event(conn, gated.file.version, gate, WAITING, run,
+                  started_at=started_at.isoformat() if started_at else None)
+
+
 def set_restore_point(target: PgTarget, version: int, name: str, lsn: str) -> None:
     """The row's restore point: the PITR target of the moment before expand."""
     with _session(target) as conn, conn.transaction():
@@ -330,5 +343,6 @@ def execute(target: PgTarget, repository: Callable[[], Any], database: str, db_c
     return out
 
 
-__all__ = ["Gated", "execute", "guard", "mismatches", "old_column_calls", "quiet_since", "record_approval", "recorded", "run_phase",
+__all__ = ["Gated", "execute", "gate_waiting", "guard", "mismatches", "old_column_calls", "quiet_since",
+           "record_approval", "recorded", "run_phase",
            "safety_net", "timeline"]
