@@ -17,6 +17,7 @@ the killed children too), real child processes killed with SIGKILL. Nothing is m
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -242,6 +243,48 @@ def test_kill_9_mid_wal_collection_converges_on_the_next_run(pg, s3, tmp_path, m
     result = collect(pg, repo, tmp_path / "retry", "after_the_kill")
     assert result.segments_skipped >= len(first)  # what the killed run stored is not sent again
     assert_wal_converged(pg, repo, guard, result)
+
+
+def test_concurrent_wal_collections_take_turns_and_both_succeed(pg, file_repo, tmp_path) -> None:
+    # backup_incremental and a gated migration's safety net (or two safety nets) may collect at once.
+    # Unserialized, a run that started first but finishes last moves the guard backwards, which the
+    # server refuses ("cannot advance replication slot to ..., minimum is ..."). The first run is frozen
+    # (SIGSTOP) after its first upload, so the second, started meanwhile, would finish first.
+    repo_url = file_repo
+    repo = open_repository(RepositoryConfig(url=repo_url))
+    guard = ensure_slot(pg.target(), SLOT, DB, create=True).restart_lsn
+    emit_wal(pg, 160)  # ~10 segments: each run streams and uploads for a while
+
+    first = spawn(child_env(pg.target(), repo_url, DB, tmp_path / "first", "wal", restore_point="first",
+                            compression="zstd"))
+    outcome: dict[str, object] = {}
+    try:
+        wait_until(lambda: stored_segments(repo), timeout=120, what="the first run's first upload")
+        os.killpg(first.pid, signal.SIGSTOP)
+        emit_wal(pg, 16)  # the second run's end lies past the first's
+
+        def second() -> None:
+            try:
+                outcome["second"] = collect(pg, repo, tmp_path / "second", "second")
+            except BaseException as exc:  # handed to the test thread
+                outcome["second"] = exc
+
+        thread = threading.Thread(target=second)
+        thread.start()
+        with connect(pg.target()) as conn:  # the second run waits for the lock, or (unserialized) finishes
+            wait_until(lambda: "second" in outcome or conn.execute(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted").fetchone()[0],
+                timeout=120, what="the second run to finish or wait")
+        os.killpg(first.pid, signal.SIGCONT)
+        lines = wait_for_line(first, "CHILD DONE", timeout=180)
+        assert first.wait(timeout=60) == 0, lines
+        thread.join(timeout=300)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(first.pid, signal.SIGCONT)
+        kill_group(first)
+    assert isinstance(outcome["second"], WalCollection), outcome
+    assert_wal_converged(pg, repo, guard, outcome["second"])
 
 
 def test_dropped_slot_says_to_take_a_full_backup(pg, file_repo, tmp_path) -> None:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
+from datetime import timedelta
 from functools import cache
 
 import psycopg
@@ -128,6 +129,37 @@ def connect(
         yield conn
     finally:
         conn.close()
+
+
+@contextmanager
+def session_advisory_lock(conn: psycopg.Connection, key: str, wait: timedelta,
+                          busy: Callable[[str], Exception]) -> Iterator[None]:
+    """Hold the session-level advisory lock ``key`` on ``conn`` (autocommit) for the block.
+
+    Waits up to ``wait``; then raises ``busy(<holders' backend pids>)``. Session-level, so the lock lives
+    exactly as long as the backend that could still act under it: a killed holder's backend ends (its
+    socket closes) and frees it, with no cleanup anyone must remember.
+    """
+    session_lock_timeout = conn.execute("SELECT current_setting('lock_timeout')").fetchone()[0]
+    try:
+        conn.execute("SELECT set_config('lock_timeout', %s, false)", (f"{int(wait.total_seconds() * 1000)}ms",))
+        conn.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", (key,))
+    except psycopg.errors.LockNotAvailable:
+        holders = conn.execute(
+            "SELECT string_agg(pid::text, ', ') FROM pg_locks WHERE locktype = 'advisory' AND granted "
+            "AND objid = (hashtextextended(%s, 0) & x'ffffffff'::bigint)::oid", (key,)).fetchone()[0]
+        raise busy(holders or "?") from None
+    finally:
+        if not conn.broken:
+            conn.execute("SELECT set_config('lock_timeout', %s, false)", (session_lock_timeout,))
+    try:
+        yield
+    finally:
+        # A connection lost meanwhile (server restart) took its lock with it: nothing to release, and the
+        # block's own error is the one to report.
+        with suppress(psycopg.OperationalError):
+            if not conn.broken:
+                conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (key,))
 
 
 WAL_SEGMENT_SIZE_SQL = (

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -35,12 +36,14 @@ from pgwarden.engine.postgres import (
     connect,
     replication_probe,
     server_version_num,
+    session_advisory_lock,
     wal_segment_size,
 )
 
 Log = Callable[[str], None]
 
 WAL_UPLOAD_WORKERS = 3
+WAL_LOCK_KEY = "pgwarden.wal"
 
 
 @dataclass(frozen=True)
@@ -219,7 +222,25 @@ def collect_wal(
     log: Log = print,
     timeout: float = 3600,
 ) -> WalCollection:
-    """Collect all WAL since the guard slot into the repository, then advance the guard."""
+    """Collect all WAL since the guard slot into the repository, then advance the guard.
+
+    One collection per slot at a time (``backup_incremental`` and a migration's safety net may start
+    together): a second one waits for the first, up to ``timeout``, then streams from where it left the
+    guard. Unserialized, the run that finishes last would move the guard backwards, which the server
+    refuses, or meet the slot in the other's hands.
+    """
+    def busy(holders: str) -> TransientError:
+        return TransientError(f"another WAL collection of {database} (backend pid {holders}) still runs after "
+                              f"{timedelta(seconds=timeout)}; retry once it has finished")
+
+    with (connect(target) as lock_conn,
+          session_advisory_lock(lock_conn, f"{WAL_LOCK_KEY}.{slot}", timedelta(seconds=timeout), busy)):
+        return _collect_wal(target, repo, database, slot=slot, workdir=workdir, compression=compression,
+                            restore_point=restore_point, warn_bytes=warn_bytes, log=log, timeout=timeout)
+
+
+def _collect_wal(target: PgTarget, repo, database: str, *, slot: str, workdir: Path, compression: str,
+                 restore_point: str, warn_bytes: int, log: Log, timeout: float) -> WalCollection:
     started = time.monotonic()
     state = ensure_slot(target, slot, database, create=False, repo=repo)
     warning = None

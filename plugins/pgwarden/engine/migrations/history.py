@@ -30,6 +30,7 @@ from psycopg.types.json import Jsonb
 from pgwarden.core.migrations.file import AppliedRecord, MigrationFile
 from pgwarden.engine.control import control_table, ensure_control_schema
 from pgwarden.engine.errors import PermanentError, TransientError
+from pgwarden.engine.postgres import session_advisory_lock
 
 HISTORY = control_table("schema_history")
 CLAIMS = control_table("schema_history_tables")
@@ -142,26 +143,13 @@ def applier_lock(conn: psycopg.Connection, database: str, wait: timedelta) -> It
 
     A second applier waits here, then finds the migrations the first one applied already in the history.
     """
-    key = f"{APPLIER_LOCK_KEY}.{database}"
-    session_lock_timeout = conn.execute("SELECT current_setting('lock_timeout')").fetchone()[0]
-    try:
-        conn.execute("SELECT set_config('lock_timeout', %s, false)", (f"{int(wait.total_seconds() * 1000)}ms",))
-        conn.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", (key,))
-    except psycopg.errors.LockNotAvailable:
-        holder = conn.execute(
-            "SELECT string_agg(pid::text, ', ') FROM pg_locks WHERE locktype = 'advisory' AND granted "
-            "AND objid = (hashtextextended(%s, 0) & x'ffffffff'::bigint)::oid", (key,)).fetchone()[0]
-        raise TransientError(
-            f"another migration applier for {database} (backend pid {holder or '?'}) still holds the lock "
-            f"after {wait}; it is applying migrations: wait for it, then retry") from None
-    finally:
-        if not conn.broken:
-            conn.execute("SELECT set_config('lock_timeout', %s, false)", (session_lock_timeout,))
-    try:
+    def busy(holders: str) -> TransientError:
+        return TransientError(
+            f"another migration applier for {database} (backend pid {holders}) still holds the lock "
+            f"after {wait}; it is applying migrations: wait for it, then retry")
+
+    with session_advisory_lock(conn, f"{APPLIER_LOCK_KEY}.{database}", wait, busy):
         yield
-    finally:
-        if not conn.broken:
-            conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (key,))
 
 
 def _event(phase: str, status: str, run: RunInfo, **extra: Any) -> Jsonb:
