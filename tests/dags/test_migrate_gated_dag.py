@@ -2,9 +2,10 @@
 the way the HITL endpoint answers them (tests/harness/hitl.py).
 
 Roll back at either gate (and a contract gate that times out) leaves ``pg_dump --schema-only`` of the table
-as before and every row, and a new run may then apply it; approve at both contracts with the approvers in
-``schema_history``; an edited file is refused by the next task; a second migration on the same table is refused
-while one is active; a migration past a pending one is refused at plan.
+as before and every row; approve at both contracts with the approvers in ``schema_history``; an edited
+file is refused by the next task; a second migration on the same table is refused while one is active.
+
+A rolled-back migration runs again from the start; a migration past a pending earlier one is refused at plan.
 """
 
 from __future__ import annotations
@@ -107,7 +108,7 @@ def test_roll_back_at_the_switch_gate_restores_the_schema(gated) -> None:
         ("gate_switch_reads", ["Roll back"], "release_owner")]
 
 
-def test_contract_gate_timeout_rolls_back_and_drops_nothing_then_a_new_run_applies(gated) -> None:
+def test_contract_gate_timeout_rolls_back_and_drops_nothing(gated) -> None:
     pg, _ = gated
     before_schema, before_rows = dump(pg), rows(pg)
     states, _ = run(DAG, {"gate_switch_reads": "Approve", "gate_contract": None})
@@ -117,14 +118,6 @@ def test_contract_gate_timeout_rolls_back_and_drops_nothing_then_a_new_run_appli
     assert status == "rolled_back" and claims == 0
     assert [(a["gate"], a["chosen"], a["timed_out"]) for a in approvals] == [
         ("gate_switch_reads", ["Approve"], False), ("gate_contract", ["Roll back"], True)]
-
-    # A rolled-back migration may run again from the start: a second run expands, backfills and contracts.
-    states, _ = run(DAG, {"gate_switch_reads": "Approve", "gate_contract": "Approve"})
-    assert states["record"] == "success" and states["rollback_at_contract"] == "skipped", states
-    assert "email_address" in dump(pg) and rows(pg) == before_rows
-    status, phase, approvals, claims = history(pg)
-    assert (status, phase, claims) == ("applied", "contract", 0)
-    assert [a["chosen"] for a in approvals] == [["Approve"], ["Roll back"], ["Approve"], ["Approve"]]
 
 
 def test_approved_twice_contracts_and_names_both_approvers(gated) -> None:
@@ -170,6 +163,19 @@ def test_edited_file_and_second_migration_on_the_table_are_refused(gated) -> Non
         with engine.recorded(pg.target(), _config(), "002_nickname_not_null", "restore_point", RunInfo()):
             pass
     assert "nickname text" in dump(pg) and "NOT NULL" not in dump(pg).split("nickname")[1].split("\n")[0]
+
+
+def test_a_rolled_back_migration_runs_again_from_the_start(gated) -> None:
+    pg, _ = gated
+    before_rows = rows(pg)
+    states, _ = run(DAG, {"gate_switch_reads": "Approve", "gate_contract": "Roll back"})
+    assert states["rollback_at_contract"] == "success" and history(pg)[0] == "rolled_back", states
+    states, _ = run(DAG, {"gate_switch_reads": "Approve", "gate_contract": "Approve"})
+    assert states["record"] == "success" and states["rollback_at_contract"] == "skipped", states
+    assert "email_address" in dump(pg) and rows(pg) == before_rows
+    status, phase, approvals, claims = history(pg)
+    assert (status, phase, claims) == ("applied", "contract", 0)
+    assert [a["chosen"] for a in approvals] == [["Approve"], ["Roll back"], ["Approve"], ["Approve"]]
 
 
 def test_a_migration_past_a_pending_one_is_refused_before_it_changes_anything(gated) -> None:
