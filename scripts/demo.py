@@ -4,8 +4,9 @@
 Starts, all under ``.demo/`` (ignored by git, removed by ``make demo-clean``):
 
 * the application database: a PostgreSQL server from the engine's own ``LocalCluster`` on a free port,
-  ready for backups (``wal_level=replica``, WAL senders and slots), with database ``appdb`` holding the
-  demo schema (``include/sql/demo/``) and ~100k users, ~1M sessions and ~300k orders;
+  ready for backups (``wal_level=replica``, WAL senders and slots) and with ``pg_stat_statements``, with
+  database ``appdb`` holding the demo schema (``include/sql/demo/``) and ~100k users, ~1M sessions and
+  ~300k orders;
 * an S3 endpoint (moto's server mode) on a free port with the bucket ``pgwarden-demo``, saved to
   ``.demo/s3/`` when the demo stops and loaded back when it starts (moto keeps objects in memory);
 * ``airflow standalone`` with the project's ``dags/`` and ``plugins/``, connections given through
@@ -70,6 +71,9 @@ PG_SETTINGS = {
     "maintenance_work_mem": "256MB",
     "log_min_messages": "warning",
     "log_line_prefix": "%m [%p] %q%u@%d ",
+    # What a real operator runs: the gated migrations' readiness check reads which statements still use
+    # an old column from it (without it, it can only wait a fixed soak time).
+    "shared_preload_libraries": "pg_stat_statements",
 }
 
 Progress = Callable[[str], None]
@@ -217,6 +221,14 @@ def seed_database(cluster: LocalCluster, users: int, sessions_per_user: int, pro
         conn.execute((SQL_DIR / "indexes.sql").read_text())
         conn.execute("CHECKPOINT")
     return time.monotonic() - started
+
+
+def enable_statement_stats(cluster: LocalCluster) -> None:
+    """``pg_stat_statements`` in ``appdb`` (loaded by PG_SETTINGS); also in a demo seeded before it was added."""
+    import psycopg
+
+    with psycopg.connect(**cluster.target(DATABASE).conninfo_params(), autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -548,6 +560,7 @@ class DemoStack:
             self.progress(f"seeded {DATABASE} in {self.seed_seconds:.1f}s")
         else:
             self.progress(f"reusing the seeded {DATABASE} in {cluster.datadir}")
+        enable_statement_stats(cluster)
         self.progress(f"PostgreSQL {DATABASE} on 127.0.0.1:{cluster.port}")
         return cluster
 

@@ -4,6 +4,8 @@ the way the HITL endpoint answers them (tests/harness/hitl.py).
 Roll back at either gate (answered, or the contract gate's timeout) leaves ``pg_dump --schema-only`` of the table
 as before and every row; approve at both contracts with the approvers in ``schema_history``; an edited
 file is refused by the next task; a second migration on the same table is refused while one is active.
+
+A rolled-back migration runs again from the start; a migration past a pending earlier one is refused at plan.
 """
 
 from __future__ import annotations
@@ -185,6 +187,36 @@ def test_edited_file_and_second_migration_on_the_table_are_refused(gated) -> Non
         with engine.recorded(pg.target(), _config(), "002_nickname_not_null", "restore_point", RunInfo()):
             pass
     assert "nickname text" in dump(pg) and "NOT NULL" not in dump(pg).split("nickname")[1].split("\n")[0]
+
+
+def test_a_rolled_back_migration_runs_again_from_the_start(gated) -> None:
+    pg, _ = gated
+    before_rows = rows(pg)
+    states, _ = run(DAG, {"gate_switch_reads": "Approve", "gate_contract": "Roll back"})
+    assert states["rollback_at_contract"] == "success" and history(pg)[0] == "rolled_back", states
+    states, _ = run(DAG, {"gate_switch_reads": "Approve", "gate_contract": "Approve"})
+    assert states["record"] == "success" and states["rollback_at_contract"] == "skipped", states
+    assert "email_address" in dump(pg) and rows(pg) == before_rows
+    status, phase, approvals, claims = history(pg)
+    assert (status, phase, claims) == ("applied", "contract", 0)
+    assert [a["chosen"] for a in approvals] == [["Approve"], ["Roll back"], ["Approve"], ["Approve"]]
+
+
+def test_a_migration_past_a_pending_one_is_refused_before_it_changes_anything(gated) -> None:
+    pg, folder = gated
+    (folder / "002_nickname_not_null.yaml").write_text(NOT_NULL)
+    before = dump(pg)
+    states, _ = run("gdb.migrate.002_nickname_not_null", {})
+    # Started, its restore point would record 002 as running: 001 out of order for good, 002 stuck claiming the table.
+    assert states["plan"] == "failed" and states["restore_point"] == "upstream_failed", states
+    from pgwarden.engine.errors import PermanentError
+    from pgwarden.engine.migrations import gated as engine
+
+    with pytest.raises(PermanentError, match="001_rename_email before it is not applied yet"):
+        engine.guard(pg.target(), _config(), "002_nickname_not_null")
+    with connect(pg.target()) as conn:
+        assert conn.execute("SELECT count(*) FROM pgwarden.schema_history").fetchone()[0] == 0
+    assert dump(pg) == before
 
 
 def _config():

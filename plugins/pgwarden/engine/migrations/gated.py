@@ -76,8 +76,21 @@ def checked(conn: psycopg.Connection, config: MigrationsConfig, label: str) -> G
     if not found or found[0].kind != "expand_contract":
         raise PermanentError(f"{migrations_folder(config)}/{label}.yaml is missing (the DAG was built from it): "
                              f"restore the file, or remove the DAG by removing the file only before its expand ran")
-    check_history(config, migrations, read_history(conn))
-    return Gated(found[0], migrations_folder(config) / found[0].up_file)
+    history = read_history(conn)
+    check_history(config, migrations, history)
+    migration = found[0]
+    in_effect = {row.version for row in history if row.record.in_effect}
+    if migration.version not in in_effect:
+        # Versions apply in order. Started past a pending one, this migration's first phase would make that
+        # one out of order: refused by every later check (its own DAG's, the plain migrate DAG's, this one's next
+        # task) with this migration stuck half-way, claiming its tables.
+        earlier = [m.label for m in migrations if m.version < migration.version and m.version not in in_effect]
+        if earlier:
+            raise PermanentError(
+                f"{migration.up_file} cannot start: {', '.join(earlier)} before it is not applied yet (versions "
+                f"apply in order). Apply {earlier[0]} first (a plain migration: the <database>.migrate DAG; an "
+                f"expand/contract one: its own DAG), then run this one again")
+    return Gated(migration, migrations_folder(config) / migration.up_file)
 
 
 def _sqlstate(exc: BaseException) -> str | None:
