@@ -50,7 +50,7 @@ def gated_database(pg, pgwarden_config, monkeypatch, file_repo, tmp_path, databa
 @pytest.fixture
 def gated(pg, pgwarden_config, monkeypatch, file_repo, tmp_path):
     return pg, gated_database(pg, pgwarden_config, monkeypatch, file_repo, tmp_path, "gdb",
-                              "{approvers: [release_owner], min_soak: 0s, safety_net: restore_point}")
+                              "{approvers: [release_owner], min_soak: 0s, safety_net: restore_point, poke_interval: 7s}")
 
 
 def dump(pg) -> str:
@@ -95,6 +95,7 @@ def test_dag_shape_docs_and_gate_settings(gated) -> None:
     assert gate.defaults == ["Roll back"] and gate.assigned_users == [OWNER]
     assert gate.options_mapping == {"Approve": "safety_net", "Roll back": "rollback_at_contract"}
     assert "undoes exactly the phases done" in dag.get_task("rollback_at_switch").doc_md
+    assert {dag.get_task(t).poke_interval for t in ("consistency", "readiness")} == {7.0}  # gates.poke_interval
 
 
 def test_roll_back_at_the_switch_gate_restores_the_schema(gated) -> None:

@@ -68,7 +68,8 @@ def _config_without_retries(base: Path) -> Path:
     migrations = appdb.get("migrations") or {}
     appdb["migrations"] = {**migrations, "path": str(ROOT / "include" / "sql" / "migrations" / "appdb"),
                            "lock_timeout": "5s", "lock_retries": 0,
-                           "gates": {**(migrations.get("gates") or {}), "min_soak": "0s", "quiet_for": "0s"}}
+                           "gates": {**(migrations.get("gates") or {}), "min_soak": "0s", "quiet_for": "0s",
+                                     "poke_interval": "5s"}}
     path = base / "pgwarden.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path

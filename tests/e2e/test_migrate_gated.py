@@ -63,7 +63,8 @@ def _config(base: Path) -> Path:
         # Relative migration paths are read from the config file's folder: keep the repository's.
         "path": str(ROOT / "include" / "sql" / "migrations" / "appdb"),
         # min_soak is the fallback without pg_stat_statements: an hour, so only the statement counts can pass.
-        "gates": {"approvers": [SWITCH_OWNER[0], CONTRACT_OWNER[0]], "quiet_for": "1s", "min_soak": "1h"},
+        "gates": {"approvers": [SWITCH_OWNER[0], CONTRACT_OWNER[0]], "quiet_for": "1s", "min_soak": "1h",
+                  "poke_interval": "5s"},
     }
     path = base / "pgwarden.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))

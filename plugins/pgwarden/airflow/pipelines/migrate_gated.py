@@ -102,7 +102,7 @@ def build_one(database: str, db_config: DatabaseConfig, defaults: Defaults, path
                 body=f"{{{{ ti.xcom_pull(task_ids='{body_from}', key='{BODY_KEY}') }}}}",
                 assigned_users=_approvers(approvers), response_timeout=timeout, doc_md=doc, retries=0, **common)
 
-        sensor = {"poke_interval": 30, "timeout": 7 * 24 * 3600.0}
+        sensor = {"poke_interval": gates.poke_interval.total_seconds(), "timeout": 7 * 24 * 3600.0}
         plan = phase("plan")
         rehearse = RehearseMigrationOperator(task_id=REHEARSAL_TASK, migration_path=path, doc_md=TASK_DOCS["rehearse"],
                                              database=database, db_config=db_config)

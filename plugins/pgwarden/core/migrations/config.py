@@ -35,6 +35,8 @@ class GatesConfig(Strict):
                                description="without pg_stat_statements: wait this long after the switch gate")
     quiet_for: Duration = Field(default=timedelta(seconds=30),
                                 description="with pg_stat_statements: no statement on the old column for this long")
+    poke_interval: Duration = Field(default=timedelta(seconds=30),
+                                    description="how often the consistency and readiness sensors look again")
     safety_net: Literal["wal", "full_backup", "restore_point"] = Field(
         default="wal",
         description="before contract: restore point + WAL collection (wal), + a full backup (full_backup), "
