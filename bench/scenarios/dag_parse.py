@@ -21,7 +21,7 @@ from typing import Any
 
 from bench.harness import BenchmarkError, Context, Result, median
 
-DATABASES = 50
+DATABASES = 100
 TARGET_S = 2.0
 CHILD = Path(__file__).with_name("_dagbag_child.py")
 BASELINE_DAG_ID = "bench_baseline_one_task"
@@ -55,23 +55,110 @@ DATABASE_ENTRY = """\
       count_rows: [public.users, public.orders]
       logical_dump: {{enabled: true, jobs: 2}}
       retention: {{daily: 30, monthly: 12, yearly: 7}}
+      offsite: {{url: s3://pgwarden-bench-offsite/{name}, conn_id: pgwarden_s3_offsite, sse: AES256}}
+    verify:
+      schedule: "{minute} 4 1 * *"
+      old_backup_every: 3
+    lifecycle:
+      schedule: "@hourly"
+      policies:
+        - name: expired_sessions
+          table: public.sessions
+          expire: {{column: expires_at}}
+          batch: {{time_budget: 100ms, lock_timeout: 2s}}
+        - name: retracted_notes
+          table: public.audit_notes
+          expire: {{column: deleted_at, after: 90d}}
+          soft_delete: {{column: deleted_at, active_view: true}}
+        - name: cold_orders
+          table: public.orders
+          expire: {{column: created_at, after: 730d}}
+          mode: archive_then_delete
+          children: []
+          personal_data: [shipping_address]
+          archive: {{storage_class: STANDARD_IA, drop_columns: [shipping_address]}}
+      erasure:
+        schedule: "@daily"
+        subject: {{table: public.users, key: id}}
+        erasable: {{soft_deleted: {{column: deleted_at, grace: 30d}}}}
+        legal_hold: {{column: legal_hold}}
+        hmac_key: {{conn_id: pgwarden_erasure_key}}
+        tables:
+          - table: public.users
+            columns: {{email: redact_email, full_name: {{constant: Deleted User}}, phone: null}}
+          - table: public.sessions
+            subject_column: user_id
+            columns: {{token: delete_row, ip_address: delete_row}}
+          - table: public.orders
+            subject_column: user_id
+            columns: {{shipping_address: null}}
+    migrations:
+      lock_timeout: 1s
 """
+
+# Each database's migrations folder (the default one, sql/migrations/<database> beside the config): two plain
+# migrations for <db>.migrate and GATED expand/contract files, one <db>.migrate.<NNN_name> DAG each.
+PLAIN_MIGRATIONS = {
+    "001_user_preferences": ("CREATE TABLE user_preferences (user_id bigint PRIMARY KEY, theme text);\n",
+                             "DROP TABLE user_preferences;\n"),
+    "002_orders_note": ("ALTER TABLE orders ADD COLUMN note text;\n", "ALTER TABLE orders DROP COLUMN note;\n"),
+}
+GATED_MIGRATIONS = {
+    "003_rename_users_email": "operations:\n  - rename_column: {table: public.users, from: email, to: email_address}\n",
+    "004_index_orders_status": "operations:\n  - create_index: {table: public.orders, name: orders_status_idx, "
+                               "columns: [status, created_at]}\n",
+    "005_orders_total_numeric": "rehearse: true\noperations:\n  - change_column_type:\n      table: public.orders\n"
+                                "      column: total\n      type: numeric(12, 2)\n      up: total::numeric(12, 2)\n"
+                                "      down: total::integer\n",
+}
+# The DAGs each database must get: the config enables every concern.
+CONCERNS = {"healthcheck", "backup_full", "backup_incremental", "verify_restore", "pitr_restore", "ttl_purge",
+            "gdpr_erasure", "migrate"} | {f"migrate.{name}" for name in GATED_MIGRATIONS}
 
 
 def config_text(databases: int = DATABASES) -> str:
-    """A pgwarden.yaml with ``databases`` entries db00, db01, ..."""
+    """A pgwarden.yaml with ``databases`` entries db000, db001, ..., every concern enabled."""
     entries = "".join(
-        DATABASE_ENTRY.format(name=f"db{i:02d}", team=i % 5, minute=i % 60) for i in range(databases)
+        DATABASE_ENTRY.format(name=db_name(i), team=i % 5, minute=i % 60) for i in range(databases)
     )
-    return f"defaults:\n  owner: data-platform\n  retries: 2\n  retry_delay: 2m\n\ndatabases:\n{entries}"
+    return (f"defaults:\n  owner: data-platform\n  retries: 2\n  retry_delay: 2m\n"
+            f"  notify: {{webhook: {{http_conn_id: pgwarden_alerts}}}}\n  deadlines: {{backup_full: 4h}}\n\n"
+            f"databases:\n{entries}")
+
+
+def db_name(i: int) -> str:
+    return f"db{i:03d}"
+
+
+def write_migrations(folder: Path) -> None:
+    folder.mkdir(parents=True)
+    for name, (up, down) in PLAIN_MIGRATIONS.items():
+        (folder / f"{name}.sql").write_text(up)
+        (folder / f"{name}.down.sql").write_text(down)
+    for name, text in GATED_MIGRATIONS.items():
+        (folder / f"{name}.yaml").write_text(text)
+
+
+def check_migrations() -> None:
+    """Every gated file must parse: an unreadable one still gets a DAG, but a cheaper one (no plan in its doc)."""
+    from pgwarden.core.migrations.spec import SpecError, parse_spec
+
+    for name, text in GATED_MIGRATIONS.items():
+        try:
+            parse_spec(text, f"{name}.yaml")
+        except SpecError as exc:
+            raise BenchmarkError(f"a generated migration file does not parse: {exc}") from None
 
 
 def write_config(directory: Path, databases: int = DATABASES) -> Path:
-    """Write the config and check it is valid in full: every database must get its DAGs."""
+    """Write the config and every database's migrations folder; check the config is valid in full."""
     from pgwarden.core.config import parse_config
 
     path = directory / "pgwarden.yaml"
     path.write_text(config_text(databases))
+    for i in range(databases):
+        write_migrations(directory / "sql" / "migrations" / db_name(i))
+    check_migrations()
     config = parse_config(path.read_text(), str(path))
     if config.broken or len(config.databases) != databases:
         raise BenchmarkError(f"generated config is not what the benchmark needs: {config.issues}")
@@ -88,6 +175,9 @@ def parse_once(ctx: Context, folder: Path, config: Path, *, pgwarden: bool) -> d
     report = ctx.tempdir("report") / "dagbag.json"
     argv = [ctx.python, str(CHILD), str(folder), str(report)] + (["--pgwarden"] if pgwarden else [])
     env = ctx.airflow_env(folder, PGWARDEN_CONFIG=str(config))
+    # The warm-up run is there to write the bytecode caches a deployed Airflow has (pip compiles on install):
+    # a caller's PYTHONDONTWRITEBYTECODE would leave every measured run compiling pgwarden and the providers.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     run = ctx.measure(argv, env=env, cwd=ctx.scratch).check()
     if not report.exists():
         raise BenchmarkError(f"the DagBag child wrote no report:\n{run.stdout[-2000:]}\n{run.stderr[-2000:]}")
@@ -110,10 +200,15 @@ def check_pgwarden_bag(result: dict[str, Any], folder: Path, databases: int) -> 
     missing_dags = sorted(set(result["expected_dag_ids"]) - set(result["dag_ids"]))
     if missing_dags:
         problems.append(f"DAGs the factory builds but the bag lacks: {missing_dags}")
-    without_dags = [f"db{i:02d}" for i in range(databases)
-                    if not any(d.startswith(f"db{i:02d}.") for d in result["dag_ids"])]
-    if without_dags:
-        problems.append(f"databases without any DAG: {without_dags}")
+    # Every database gets every concern: a fleet that silently lost a concern would parse faster.
+    concerns: dict[str, set[str]] = {}
+    for dag_id in result["dag_ids"]:
+        database, _, concern = dag_id.partition(".")
+        concerns.setdefault(database, set()).add(concern)
+    incomplete = {db_name(i): sorted(CONCERNS - concerns.get(db_name(i), set()))
+                  for i in range(databases) if concerns.get(db_name(i), set()) != CONCERNS}
+    if incomplete:
+        problems.append(f"databases without some of their DAGs (missing concerns): {incomplete}")
     if problems:
         raise BenchmarkError("the parse being timed is broken:\n" + "\n".join(problems))
 
