@@ -169,6 +169,44 @@ def write_config(directory: Path, databases: int = DATABASES) -> Path:
     return path
 
 
+# Airflow's own cost for the fleet's shape, reported beside the figure (no target): the same DAG ids, task
+# counts, DAG params and schedules, built from EmptyOperators in a loop with no config, file or pgwarden code.
+# (concern, tasks, params, scheduled); checked against the real bag's totals on every run.
+FLOOR_SHAPES = [("healthcheck", 1, 0, True), ("backup_full", 3, 0, True), ("backup_incremental", 3, 0, True),
+                ("verify_restore", 3, 2, True), ("pitr_restore", 3, 6, False), ("ttl_purge", 5, 1, True),
+                ("gdpr_erasure", 4, 1, True), ("migrate", 4, 1, False)] + [
+                   (f"migrate.{name}", 14, 1, False) for name in GATED_MIGRATIONS]
+
+FLOOR_DAGS = f'''\
+"""The benchmark's floor: the fleet's DAG shapes with EmptyOperator tasks."""
+
+from datetime import timedelta
+
+from airflow.providers.standard.operators.empty import EmptyOperator
+from airflow.sdk import DAG, CronTriggerTimetable, Param
+
+for d in range({DATABASES}):
+    for concern, tasks, params, scheduled in {FLOOR_SHAPES!r}:
+        schedule = CronTriggerTimetable("0 2 * * *", timezone="UTC", run_immediately=timedelta(0)) if scheduled else None
+        with DAG(dag_id=f"db{{d:03d}}.{{concern}}", schedule=schedule, catchup=False, max_active_runs=1,
+                 tags=["pgwarden", concern, f"db:db{{d:03d}}"], default_args={{"owner": "team", "retries": 2}},
+                 params={{f"p{{i}}": Param(None, type=["null", "string"], description="a param") for i in range(params)}}
+                 ) as dag:
+            previous = None
+            for t in range(tasks):
+                task = EmptyOperator(task_id=f"t{{t}}")
+                if previous is not None:
+                    previous >> task
+                previous = task
+        globals()[dag.dag_id] = dag
+'''
+
+
+def write_floor(directory: Path) -> Path:
+    (directory / "fleet_shape_dags.py").write_text(FLOOR_DAGS)
+    return directory
+
+
 def write_baseline(directory: Path) -> Path:
     (directory / "one_task_dag.py").write_text(BASELINE_DAG)
     return directory
@@ -228,26 +266,35 @@ def run(ctx: Context) -> list[Result]:
     dags_folder = ctx.root / "dags"
     config = write_config(ctx.tempdir("config"))
     baseline_folder = write_baseline(ctx.tempdir("baseline-dags"))
+    floor_folder = write_floor(ctx.tempdir("floor-dags"))
 
-    def measure_pair() -> tuple[dict[str, Any], dict[str, Any]]:
+    def measure_once() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
         base = parse_once(ctx, baseline_folder, config, pgwarden=False)
         check_baseline_bag(base)
         ours = parse_once(ctx, dags_folder, config, pgwarden=True)
         check_pgwarden_bag(ours, dags_folder, DATABASES)
-        return ours, base
+        floor = parse_once(ctx, floor_folder, config, pgwarden=False)
+        if floor["import_errors"] or (len(floor["dag_ids"]), floor["tasks"]) != (len(ours["dag_ids"]), ours["tasks"]):
+            raise BenchmarkError(f"the floor no longer has the fleet's shape: {len(floor['dag_ids'])} DAGs, "
+                                 f"{floor['tasks']} tasks vs {len(ours['dag_ids'])}, {ours['tasks']}; "
+                                 f"{floor['import_errors']}")
+        return ours, base, floor
 
     ctx.log("warm-up run (discarded)")
-    measure_pair()
-    ours_runs, base_runs = [], []
+    measure_once()
+    ours_runs, base_runs, floor_runs = [], [], []
     for i in range(ctx.repeats):
-        ours, base = measure_pair()
+        ours, base, floor = measure_once()
         ctx.log(f"run {i + 1}/{ctx.repeats}: dags/ fill {ours['fill_s']:.3f} s (CPU {ours['fill_cpu_s']:.3f} s, "
-                f"import {ours['import_s']:.2f} s), baseline fill {base['fill_s']:.3f} s; load {os.getloadavg()[0]:.1f}")
+                f"import {ours['import_s']:.2f} s), floor {floor['fill_s']:.3f} s (CPU {floor['fill_cpu_s']:.3f} s), "
+                f"baseline fill {base['fill_s']:.3f} s; load {os.getloadavg()[0]:.1f}")
         ours_runs.append(ours)
         base_runs.append(base)
+        floor_runs.append(floor)
 
     fill = median([r["fill_s"] for r in ours_runs])
     fill_cpu = median([r["fill_cpu_s"] for r in ours_runs])
+    floor_fill, floor_cpu = median([r["fill_s"] for r in floor_runs]), median([r["fill_cpu_s"] for r in floor_runs])
     dags, tasks = len(ours_runs[-1]["dag_ids"]), ours_runs[-1]["tasks"]
     load_after = os.getloadavg()
     return [
@@ -266,8 +313,10 @@ def run(ctx: Context) -> list[Result]:
                 f"(median {median([r['import_s'] for r in ours_runs]):.2f} s) and not included. Each database has "
                 f"every concern: backups with off-site copy and logical dump, drill, PITR, healthcheck, ttl_purge "
                 f"(3 policies, one archiving), gdpr_erasure, migrate and {len(GATED_MIGRATIONS)} gated migrations. "
-                f"CPU time of the fill {fill_cpu:.2f} s (median); load average {load_before[0]:.1f} before, "
-                f"{load_after[0]:.1f} after, on 2 shared cores."
+                f"CPU time of the fill {fill_cpu:.2f} s (median). Airflow's floor for this shape (the same DAG ids, "
+                f"task counts, params and schedules built from EmptyOperators in one loop): {floor_fill:.2f} s "
+                f"(CPU {floor_cpu:.2f} s). Load average {load_before[0]:.1f} before, {load_after[0]:.1f} after, on 2 "
+                f"shared cores."
             ),
             extra={
                 "databases": DATABASES,
@@ -280,6 +329,9 @@ def run(ctx: Context) -> list[Result]:
                 "fill_runs_s": [r["fill_s"] for r in ours_runs],
                 "fill_cpu_s_median": fill_cpu,
                 "fill_cpu_runs_s": [r["fill_cpu_s"] for r in ours_runs],
+                "floor_fill_s_median": floor_fill,
+                "floor_fill_cpu_s_median": floor_cpu,
+                "floor_fill_runs_s": [r["fill_s"] for r in floor_runs],
                 "load_avg_before": [round(x, 2) for x in load_before],
                 "load_avg_after": [round(x, 2) for x in load_after],
                 "baseline_fill_runs_s": [r["fill_s"] for r in base_runs],
