@@ -33,8 +33,9 @@ def pgwarden_config(tmp_path: Path, monkeypatch):
     return write
 
 
-def run_dag(dag_id: str):
-    """dag.test() of a DAG built from the current config; returns {task_id: state} and the run."""
+def run_dag(dag_id: str, **test_kwargs):
+    """dag.test() of a DAG built from the current config (``test_kwargs``: e.g. ``logical_date``, ``run_after``);
+    returns {task_id: state} and the run."""
     from airflow.logging_config import configure_logging
 
     from pgwarden.airflow.dag_factory import build_dags
@@ -44,5 +45,5 @@ def run_dag(dag_id: str):
     # capfd. Binding it again here sends the task log to this test's stdout.
     configure_logging()
     dag = build_dags()[dag_id]
-    run = dag.test()
+    run = dag.test(**test_kwargs)
     return {ti.task_id: ti.state for ti in run.get_task_instances()}, run

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime, timezone
 
 import pytest
 
@@ -18,6 +19,10 @@ OFFSITE = "pgwarden-dags-offsite"
 @pytest.fixture
 def appdb(pg, s3, pgwarden_config, monkeypatch):
     """A database entry 'shop' backed up to S3, with a restore-drill config that checks items."""
+    return shop(pg, s3, pgwarden_config, monkeypatch, old_backup_every=0)
+
+
+def shop(pg, s3, pgwarden_config, monkeypatch, *, old_backup_every: int):
     s3.client().create_bucket(Bucket=BUCKET)
     s3.client().create_bucket(Bucket=OFFSITE)
     monkeypatch.setenv("AIRFLOW_CONN_PGW_S3", s3.airflow_conn_uri())
@@ -30,7 +35,7 @@ def appdb(pg, s3, pgwarden_config, monkeypatch):
             count_rows: [public.items]
             incremental_schedule: "*/15 * * * *"
             offsite: {{url: "s3://{OFFSITE}/copy", conn_id: pgw_s3}}
-          verify: {{rto_target: 1h, rpo_target: 1h, old_backup_every: 0}}
+          verify: {{rto_target: 1h, rpo_target: 1h, old_backup_every: {old_backup_every}}}
     """)
     create_items(pg, 2000)
     return pg
@@ -109,6 +114,27 @@ def test_drill_right_after_the_first_backup_restores_to_its_end(appdb, s3) -> No
     [evidence] = drill_evidence(s3)
     assert evidence["target"] == "the end of the backup"
     assert "not compared" in next(c["detail"] for c in evidence["checks"] if c["name"] == "row_counts")
+
+
+@pytest.mark.integration
+def test_the_run_date_not_the_clock_decides_whether_the_drill_also_restores_the_oldest(pg, s3, pgwarden_config,
+                                                                                     monkeypatch) -> None:
+    """With ``old_backup_every: 2`` the months 2, 4, ... also drill the oldest backup, judged by the run's date: a
+    scheduled or backfilled run's logical date, a manual run's run_after. Whichever month the test runs in, a
+    decision by the clock gets one of the first two runs wrong."""
+    shop(pg, s3, pgwarden_config, monkeypatch, old_backup_every=2)
+    assert run_dag("shop.backup_full")[0]["base_backup"] == "success"
+
+    def drills(**test_kwargs) -> list[str]:
+        before = {e["drill_id"] for e in drill_evidence(s3)}
+        states, _ = run_dag("shop.verify_restore", **test_kwargs)
+        assert states["restore_and_check"] == "success"
+        return sorted(e["kind"] for e in drill_evidence(s3) if e["drill_id"] not in before)
+
+    assert drills(logical_date=datetime(2026, 2, 1, 4, tzinfo=timezone.utc)) == ["newest", "old"]
+    assert drills(logical_date=datetime(2026, 3, 1, 4, tzinfo=timezone.utc)) == ["newest"]
+    # A manual run without a logical date: the moment it was triggered (its run_after) decides.
+    assert drills(logical_date=None, run_after=datetime(2026, 4, 30, 23, tzinfo=timezone.utc)) == ["newest", "old"]
 
 
 @pytest.mark.integration

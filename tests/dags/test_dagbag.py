@@ -74,7 +74,8 @@ PARSE_SCRIPT = textwrap.dedent("""
     import json, sys
     from airflow.dag_processing.dagbag import DagBag
     bag = DagBag(dag_folder=sys.argv[1])
-    print(json.dumps({"dag_ids": sorted(bag.dag_ids), "import_errors": bag.import_errors}))
+    clients = sorted(m for m in sys.modules if m.partition(".")[0] in ("boto3", "botocore", "psycopg"))
+    print(json.dumps({"dag_ids": sorted(bag.dag_ids), "import_errors": bag.import_errors, "clients": clients}))
 """)
 
 
@@ -99,6 +100,52 @@ def test_parse_needs_no_network_and_stays_in_budget() -> None:
     assert "appdb.healthcheck" in parsed["dag_ids"]
 
 
+def test_parse_imports_no_database_or_aws_client() -> None:
+    """Hooks and clients are imported inside tasks: boto3 alone would add ~0.3 s to every parse of dags/."""
+    parsed = parse_in_child(ROOT / "dags", network=True)
+    assert parsed["import_errors"] == {} and "appdb.gdpr_erasure" in parsed["dag_ids"]
+    assert parsed["clients"] == []
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_the_collector_is_paused_while_the_dags_are_built_and_left_as_it_was(enabled: bool, tmp_path,
+                                                                              monkeypatch) -> None:
+    """The factory builds without cyclic garbage collection (bench dag_parse), and restores the collector's state
+    afterwards, also when the build fails."""
+    import gc
+
+    from pgwarden.airflow.dag_factory import build_dags
+    from pgwarden.core.config import ConfigError
+
+    collections: list[int] = []
+
+    def record(phase: str, info: dict) -> None:
+        if phase == "start":
+            collections.append(info["generation"])
+
+    thresholds = gc.get_threshold()
+    gc.set_threshold(100)  # a young-generation collection every 100 net allocations while it runs
+    gc.callbacks.append(record)
+    (gc.enable if enabled else gc.disable)()
+    try:
+        collections.clear()
+        dags = build_dags()
+        # Running, the collector would run dozens of times over the build's allocations (55 for this config);
+        # a few may fall in the allocations of the call itself, before the pause begins.
+        assert "appdb.healthcheck" in dags and len(collections) <= 3
+        assert gc.isenabled() is enabled
+        unreadable = tmp_path / "pgwarden.yaml"
+        unreadable.write_text("databases: [")
+        monkeypatch.setenv("PGWARDEN_CONFIG", str(unreadable))
+        with pytest.raises(ConfigError):
+            build_dags()
+        assert gc.isenabled() is enabled
+    finally:
+        gc.callbacks.remove(record)
+        gc.set_threshold(*thresholds)
+        gc.enable()
+
+
 def dag_file_connecting_at_parse_time(folder: Path, server) -> Path:
     """A DAG file that opens a database connection (libpq, in C) when it is imported."""
     folder.mkdir()
@@ -120,7 +167,8 @@ def test_a_dag_file_that_connects_at_parse_time_is_caught(pg, tmp_path) -> None:
     """The check above can fail: a DAG file that connects at import is an import error without a network."""
     folder = dag_file_connecting_at_parse_time(tmp_path / "dags", pg)
     with_network = parse_in_child(folder, network=True)
-    assert with_network == {"dag_ids": ["connects_at_parse"], "import_errors": {}}  # the connection works
+    assert with_network["dag_ids"] == ["connects_at_parse"] and with_network["import_errors"] == {}  # it connects
+    assert "psycopg" in with_network["clients"]  # and the clients check of the project's parse can fail
 
     without = parse_in_child(folder, network=False)
     assert without["dag_ids"] == []

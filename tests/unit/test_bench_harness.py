@@ -143,18 +143,25 @@ def test_scenarios_are_discovered_and_helpers_skipped():
     assert not any(name.startswith("_") for name in names)
 
 
-def test_dag_parse_config_is_valid_with_fifty_databases(tmp_path: Path):
-    path = dag_parse.write_config(tmp_path, databases=50)
+def test_dag_parse_fleet_config_is_valid_with_every_concern_and_gated_files(tmp_path: Path):
+    path = dag_parse.write_config(tmp_path, databases=3)
     from pgwarden.core.config import parse_config
 
     config = parse_config(path.read_text(), str(path))
-    assert sorted(config.databases) == [f"db{i:02d}" for i in range(50)] and not config.broken
+    assert sorted(config.databases) == ["db000", "db001", "db002"] and not config.broken
+    db = config.databases["db001"]
+    assert db.backup.offsite and db.backup.logical_dump.enabled and db.verify.enabled and db.healthcheck.enabled
+    assert [p.mode for p in db.lifecycle.policies].count("archive_then_delete") == 1 and db.lifecycle.erasure
+    folder = Path(db.migrations.path)
+    assert folder == tmp_path / "sql" / "migrations" / "db001"
+    assert sorted(p.name for p in folder.glob("*.yaml")) == [f"{name}.yaml" for name in dag_parse.GATED_MIGRATIONS]
 
 
 def test_dag_parse_refuses_a_broken_bag(tmp_path: Path):
     (tmp_path / "pgwarden_dags.py").write_text("")
-    healthy = {"import_errors": {}, "files": [str(tmp_path / "pgwarden_dags.py")], "databases": ["db00"],
-               "broken_databases": [], "expected_dag_ids": ["db00.healthcheck"], "dag_ids": ["db00.healthcheck"]}
+    every = sorted(f"db000.{concern}" for concern in dag_parse.CONCERNS)
+    healthy = {"import_errors": {}, "files": [str(tmp_path / "pgwarden_dags.py")], "databases": ["db000"],
+               "broken_databases": [], "expected_dag_ids": every, "dag_ids": every}
     dag_parse.check_pgwarden_bag(healthy, tmp_path, databases=1)
     with pytest.raises(BenchmarkError, match="import errors"):
         dag_parse.check_pgwarden_bag({**healthy, "import_errors": {"x.py": "boom"}}, tmp_path, databases=1)
@@ -162,6 +169,11 @@ def test_dag_parse_refuses_a_broken_bag(tmp_path: Path):
         dag_parse.check_pgwarden_bag({**healthy, "dag_ids": []}, tmp_path, databases=1)
     with pytest.raises(BenchmarkError, match="did not parse"):
         dag_parse.check_pgwarden_bag({**healthy, "files": []}, tmp_path, databases=1)
+    # A fleet whose factory quietly stopped building a concern would parse faster: refused, naming it.
+    no_drill = [d for d in every if d != "db000.verify_restore"]
+    with pytest.raises(BenchmarkError, match=r"missing concerns\): \{'db000': \['verify_restore'\]\}"):
+        dag_parse.check_pgwarden_bag({**healthy, "dag_ids": no_drill, "expected_dag_ids": no_drill}, tmp_path,
+                                     databases=1)
 
 
 def test_phases_refuse_a_name_the_engine_does_not_have():

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
-from pgwarden.core.drill import DrillEvidence
+from pgwarden.core.drill import DrillEvidence, old_backup_due
 
 
 def evidence(**values) -> DrillEvidence:
@@ -56,3 +56,14 @@ def test_evidence_round_trips_through_its_json_file_format() -> None:
     drill.judge_targets()
     again = DrillEvidence.model_validate_json(drill.model_dump_json())
     assert again == drill and again.format == "pgwarden.drill/1"
+
+
+def test_the_oldest_backup_is_drilled_in_the_months_old_backup_every_divides_by_the_run_date_in_utc() -> None:
+    december, november = datetime(2026, 12, 1, 4, tzinfo=timezone.utc), datetime(2026, 11, 1, 4, tzinfo=timezone.utc)
+    assert old_backup_due(december, 3) and old_backup_due(december, 12) and old_backup_due(december, 1)
+    assert not old_backup_due(november, 3) and not old_backup_due(november, 12)
+    assert not old_backup_due(december, 0)  # 0: never
+    # The month of the date in UTC, whatever zone the date carries.
+    plus_two, minus_two = timezone(timedelta(hours=2)), timezone(timedelta(hours=-2))
+    assert not old_backup_due(datetime(2026, 12, 1, 1, 30, tzinfo=plus_two), 3)  # 30 November 23:30 UTC
+    assert old_backup_due(datetime(2026, 11, 30, 23, 30, tzinfo=minus_two), 3)  # 1 December 01:30 UTC

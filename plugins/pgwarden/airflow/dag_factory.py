@@ -6,7 +6,9 @@ touched inside running tasks.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import gc
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from airflow.sdk import DAG
 
@@ -30,9 +32,31 @@ PIPELINES: tuple[Builder, ...] = (healthcheck.build, backup.build, restore.build
                                   migrate.build, migrate_gated.build)
 
 
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """No cyclic garbage collection while the DAGs are built, then as before.
+
+    A fleet's parse builds ~1000 DAGs and ~7000 tasks: millions of objects that all live as long as the
+    DAGs do. Each full collection meanwhile walks every object of the process and frees next to nothing;
+    with 100 databases that was a quarter of the parse (bench ``dag_parse``). Nothing here is left to
+    the collector: what the build drops is freed by reference counting, any cycle at the next collection.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def build_dags(config: PgwardenConfig | None = None) -> dict[str, DAG]:
     """All DAGs of every well-formed database entry, and a failing stand-in for each broken one, by dag_id."""
-    config = config or load_config()
+    with _collector_paused():
+        return _build_dags(config or load_config())
+
+
+def _build_dags(config: PgwardenConfig) -> dict[str, DAG]:
     dags: dict[str, DAG] = {}
     for database, db_config in config.databases.items():
         for build in PIPELINES:

@@ -142,7 +142,8 @@ class VerifyConfig(Strict):
         default=None, description="tables pg_amcheck checks (heap and indexes); default: backup.count_rows"
     )
     old_backup_every: int = Field(
-        default=3, ge=0, description="every Nth drill also restores the oldest monthly/yearly backup; 0 = never"
+        default=3, ge=0, description="in the months N divides (by the run's date) the drill also restores the oldest "
+        "monthly/yearly backup; 0 = never"
     )
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -10,6 +10,15 @@ from pydantic import BaseModel, ConfigDict
 from pgwarden.core.units import format_duration
 
 FORMAT = "pgwarden.drill/1"
+
+
+def old_backup_due(run_date: datetime, every: int) -> bool:
+    """Does the scheduled drill dated ``run_date`` also restore the oldest monthly/yearly backup?
+
+    In the months ``every`` divides (3: March, June, September, December; 0: never), judged by the run's
+    own date in UTC, never by the clock: a cleared, retried or backfilled drill decides as its first try did.
+    """
+    return every > 0 and run_date.astimezone(timezone.utc).month % every == 0
 
 
 class DrillCheck(BaseModel):

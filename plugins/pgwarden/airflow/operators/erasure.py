@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from pgwarden.airflow.hooks.secrets import erasure_key
 from pgwarden.airflow.operators.base import PgwardenOperator
 from pgwarden.airflow.operators.lifecycle import run_cutoff
 
@@ -29,6 +28,8 @@ class EraseSubjectsOperator(PgwardenOperator):
     """Erase every subject due at the run's data interval end, one transaction each; counts and ids only out."""
 
     def run(self, context: Any) -> dict[str, object]:
+        # Inside the task, like every hook: importing the hooks at parse time pulls in boto3 (~0.3 s per parse).
+        from pgwarden.airflow.hooks.secrets import erasure_key
         from pgwarden.engine.lifecycle.erasure import RecordContext, erase_subjects
         from pgwarden.engine.lifecycle.erasure_plan import plan_erasure
         from pgwarden.engine.postgres import connect

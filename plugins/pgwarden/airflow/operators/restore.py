@@ -8,6 +8,8 @@ from typing import Any
 
 from pgwarden.airflow.operating.metrics import Metric
 from pgwarden.airflow.operators.base import PgwardenOperator
+from pgwarden.airflow.operators.lifecycle import run_cutoff
+from pgwarden.core.drill import old_backup_due
 from pgwarden.core.units import format_size
 
 VERIFY_SQL_ROOT = Path(__file__).resolve().parents[4] / "include" / "sql" / "verify"
@@ -98,8 +100,15 @@ class RestoreDrillOperator(ReappliesErasures, PgwardenOperator):
         repo = self.repository()
         dbname = self.pg_target().dbname
         smoke = VERIFY_SQL_ROOT / self.database
+        # The run's own date decides, not the clock, so a cleared, retried or backfilled drill decides as its first
+        # try did: data_interval_end (the scheduled time; a backfill's logical date), or for a manual run without
+        # a logical date its run_after, the moment it was triggered. Not dag_run.start_date: a clear resets it.
+        run_date = run_cutoff(context)
         every = self.db_config.verify.old_backup_every
-        want_old = bool(params["old_backup"]) or (every > 0 and datetime.now(timezone.utc).month % every == 0)
+        want_old = bool(params["old_backup"]) or old_backup_due(run_date, every)
+        if want_old and not params["old_backup"]:
+            self.log.info("also drilling the oldest monthly/yearly backup: the run's date %s is in a month "
+                          "verify.old_backup_every (%d) divides", run_date.date().isoformat(), every)
         drills = [("newest", params["backup_id"] or None)] + ([("old", None)] if want_old else [])
         results = []
         for kind, backup_id in drills:

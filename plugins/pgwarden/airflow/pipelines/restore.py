@@ -28,8 +28,7 @@ to the backup's row-count restore point and compares the counts exactly, replays
 point and promotes, then runs `pg_amcheck` (heap and all indexes) and the smoke queries in
 `include/sql/verify/{database}/*.sql` (each must return true). With a GDPR erasure config it re-applies,
 from the exported erasure ledger, the erasures made after the backup and checks that no erased subject's
-personal data is present (`erased_subjects`). Every {old_every} also restores the
-oldest monthly/yearly backup. It measures **RTO** (drill start to first successful query; target
+personal data is present (`erased_subjects`). {old_drill} It measures **RTO** (drill start to first successful query; target
 {rto}) and **RPO** (how far the newest restorable point was behind the drill's start; target {rpo}).
 
 **Evidence.** `{database}/drills/<drill_id>.json` in the repository: every check, RTO, RPO, LSNs,
@@ -85,7 +84,9 @@ def build(database: str, db_config: DatabaseConfig, defaults: Defaults) -> list[
     verify = db_config.verify
     fmt = {"database": database, "repository": db_config.repository.url, "rto": verify.rto_target,
            "rpo": verify.rpo_target,
-           "old_every": f"{verify.old_backup_every} months" if verify.old_backup_every else "never"}
+           "old_drill": f"In the months {verify.old_backup_every} divides it also restores the oldest monthly/yearly "
+                        "backup (by the run's logical date, so a cleared or retried drill decides alike)."
+           if verify.old_backup_every else "It never restores the oldest monthly/yearly backup unasked."}
     dags = []
     if verify.enabled:
         with pgwarden_dag(
