@@ -290,7 +290,10 @@ def test_every_dag_converges_after_a_real_failure_and_a_clear(demo_base: Path) -
         with connect(target) as holder:
             holder.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
             holder.execute("SELECT 1")  # a snapshot: CREATE INDEX CONCURRENTLY waits for it before it is done
-            gated = {dag_id: api.trigger(dag_id)["dag_run_id"] for dag_id in (RENAME, INDEX)}
+            # 002 first: versions start in order, so 003's plan refuses to start until 002 is recorded in effect.
+            gated = {RENAME: api.trigger(RENAME)["dag_run_id"]}
+            assert _wait_for_state(api, RENAME, gated[RENAME], "restore_point", {"success"}) == "success"
+            gated[INDEX] = api.trigger(INDEX)["dag_run_id"]
             killed = _kill_index_build(target, stack.cluster.port)
             final = api.wait_for_run(INDEX, gated[INDEX], timeout=240)
             assert final["state"] == "failed" and _states(api, INDEX, gated[INDEX])["expand"] == "failed", (
