@@ -146,6 +146,28 @@ def test_the_collector_is_paused_while_the_dags_are_built_and_left_as_it_was(ena
         gc.enable()
 
 
+@pytest.mark.parametrize("frozen_before", [False, True])
+def test_what_was_built_goes_to_the_oldest_generation_still_collectable(frozen_before: bool) -> None:
+    """After the build its objects are in the oldest generation (no young collection walks them again) and not
+    frozen: a full collection still sees them. A process that froze objects itself keeps them as they were."""
+    import gc
+
+    from pgwarden.airflow.dag_factory import build_dags
+
+    assert gc.get_freeze_count() == 0
+    if frozen_before:
+        gc.freeze()
+    frozen = gc.get_freeze_count()
+    try:
+        dag = build_dags()["appdb.healthcheck"]
+        assert gc.get_freeze_count() == frozen
+        oldest = any(obj is dag for obj in gc.get_objects(generation=2))
+        young = any(obj is dag for obj in gc.get_objects(generation=0) + gc.get_objects(generation=1))
+        assert (oldest, young) == ((False, True) if frozen_before else (True, False))
+    finally:
+        gc.unfreeze()
+
+
 def dag_file_connecting_at_parse_time(folder: Path, server) -> Path:
     """A DAG file that opens a database connection (libpq, in C) when it is imported."""
     folder.mkdir()

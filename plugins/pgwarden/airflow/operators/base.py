@@ -8,7 +8,29 @@ from typing import Any
 from airflow.sdk import BaseOperator
 
 from pgwarden.airflow.operating.metrics import Metric
-from pgwarden.core.config import DatabaseConfig
+
+
+def take_fields(operator: BaseOperator, kwargs: dict[str, Any], names: Sequence[str]) -> bool:
+    """Move the keyword arguments ``names`` (all required) out of ``kwargs`` onto ``operator``'s attributes,
+    as an ``__init__`` storing them would; True on the call that took them.
+
+    Called from ``_hook_apply_defaults``, the hook Airflow's ``apply_defaults`` calls before each wrapped
+    ``__init__`` of the task's class hierarchy (the outermost first), rather than from an ``__init__`` of
+    pgwarden's own: BaseOperatorMeta wraps every class's own ``__init__``, and each wrapped level deep-copies
+    the DAG's params and merges its default_args again. Over a fleet's thousands of tasks those levels were
+    a measurable part of the DAG parse (BENCHMARKS.md, ``dag_parse``).
+    """
+    if all(name in vars(operator) for name in names):
+        return False  # an inner level: the outermost one took them
+    missing = [name for name in names if name not in kwargs]
+    if missing:  # what apply_defaults says for a missing argument of a signature
+        raise TypeError(f"missing keyword argument{'s' if len(missing) > 1 else ''} "
+                        f"{', '.join(repr(name) for name in sorted(missing))}")
+    for name in names:
+        # Before BaseOperator.__init__ ran: its __setattr__'s bookkeeping needs state it has not set yet
+        # (and has nothing to do for an attribute set during __init__).
+        object.__setattr__(operator, name, kwargs.pop(name))
+    return True
 
 
 class PgwardenOperator(BaseOperator):
@@ -25,15 +47,18 @@ class PgwardenOperator(BaseOperator):
 
     template_fields: Sequence[str] = ("postgres_conn_id",)
     ui_color = "#336791"  # PostgreSQL blue
+    # The keyword arguments a subclass's tasks carry besides database and db_config (all required), stored
+    # as attributes of the same names. A subclass that only stores fields declares them here rather than
+    # defining its own __init__ (see take_fields: each class's own __init__ costs the DAG parse).
+    task_fields: tuple[str, ...] = ()
 
-    def __init__(self, *, database: str, db_config: DatabaseConfig, **kwargs: Any) -> None:
+    def _hook_apply_defaults(self, **kwargs: Any) -> tuple[tuple[()], dict[str, Any]]:
         from pgwarden.airflow.operating.retry import RETRY_POLICY
 
-        kwargs.setdefault("retry_policy", RETRY_POLICY)  # also outside pgwarden_dag: one rule for our errors
-        super().__init__(**kwargs)
-        self.database = database
-        self.db_config = db_config
-        self.postgres_conn_id = db_config.conn_id
+        if take_fields(self, kwargs, ("database", "db_config", *self.task_fields)):
+            object.__setattr__(self, "postgres_conn_id", self.db_config.conn_id)
+            kwargs.setdefault("retry_policy", RETRY_POLICY)  # also outside pgwarden_dag: one rule for our errors
+        return (), kwargs
 
     def execute(self, context: Any) -> Any:
         from airflow.sdk.exceptions import AirflowSkipException

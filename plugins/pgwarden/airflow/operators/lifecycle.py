@@ -57,9 +57,7 @@ class ActiveViewsOperator(PgwardenOperator):
 class PurgePolicyOperator(PgwardenOperator):
     """Purge one policy's expired rows at the run's cutoff; the XCom summary holds counts only."""
 
-    def __init__(self, *, policy: str, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.policy = policy
+    task_fields = ("policy",)
 
     def run(self, context: Any) -> dict[str, object]:
         from airflow.sdk.exceptions import AirflowSkipException

@@ -15,10 +15,9 @@ from airflow.providers.standard.operators.hitl import HITLBranchOperator
 from airflow.sdk import BaseSensorOperator
 
 from pgwarden.airflow.operating.metrics import Metric
-from pgwarden.airflow.operators.base import PgwardenOperator
+from pgwarden.airflow.operators.base import PgwardenOperator, take_fields
 from pgwarden.airflow.operators.migrate import run_info
 from pgwarden.airflow.operators.rehearsal import REHEARSAL_MARKDOWN_KEY
-from pgwarden.core.config import DatabaseConfig
 
 BODY_KEY = "gate_body"
 BASELINE_KEY = "old_column_baseline"
@@ -37,10 +36,7 @@ class GatedPhaseOperator(PgwardenOperator):
     """One phase of the migration ``migration`` (``NNN_name``): restore_point, expand, backfill, contract,
     rollback or record; plan checks and lints only."""
 
-    def __init__(self, *, migration: str, phase: str, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.migration = migration
-        self.phase = phase
+    task_fields = ("migration", "phase")
 
     def run(self, context: Any) -> dict[str, object]:
         from pgwarden.engine.migrations import gated
@@ -72,10 +68,11 @@ class _MigrationSensor(BaseSensorOperator):
 
     template_fields = ()
 
-    def __init__(self, *, database: str, db_config: DatabaseConfig, migration: str, **kwargs: Any) -> None:
-        kwargs.setdefault("mode", "reschedule")
-        super().__init__(**kwargs)
-        self.database, self.db_config, self.migration = database, db_config, migration
+    # database, db_config, migration: keyword arguments taken by the hook, not an __init__ (base.take_fields)
+    def _hook_apply_defaults(self, **kwargs: Any) -> tuple[tuple[()], dict[str, Any]]:
+        if take_fields(self, kwargs, ("database", "db_config", "migration")):
+            kwargs.setdefault("mode", "reschedule")
+        return (), kwargs
 
     def pg_target(self):
         from pgwarden.airflow.hooks.postgres import pg_target
@@ -176,9 +173,10 @@ class MigrationGateOperator(HITLBranchOperator):
     statement counts for the readiness sensor.
     """
 
-    def __init__(self, *, database: str, db_config: DatabaseConfig, migration: str, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.database, self.db_config, self.migration = database, db_config, migration
+    # database, db_config, migration: keyword arguments taken by the hook, not an __init__ (base.take_fields)
+    def _hook_apply_defaults(self, **kwargs: Any) -> tuple[tuple[()], dict[str, Any]]:
+        take_fields(self, kwargs, ("database", "db_config", "migration"))
+        return (), kwargs
 
     def execute(self, context: Any) -> Any:
         from pgwarden.airflow.hooks.postgres import pg_target

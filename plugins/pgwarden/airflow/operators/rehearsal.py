@@ -26,11 +26,13 @@ class RehearseMigrationOperator(PgwardenOperator):
     """Rehearse the expand/contract migration ``migration_path`` on a restored copy; fail the run if it fails."""
 
     template_fields = (*PgwardenOperator.template_fields, "migration_path")
+    task_fields = ("migration_path",)  # a str or a Path, stored as a str
+    _scratch_parent: Path | None = None  # set while a rehearsal runs (on_kill)
 
-    def __init__(self, *, migration_path: str | Path, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.migration_path = str(migration_path)
-        self._scratch_parent: Path | None = None
+    def _hook_apply_defaults(self, **kwargs: Any) -> tuple[tuple[()], dict[str, Any]]:
+        if "migration_path" in kwargs:
+            kwargs["migration_path"] = str(kwargs["migration_path"])
+        return super()._hook_apply_defaults(**kwargs)
 
     def run(self, context: Any) -> dict[str, object]:
         from pgwarden.core.migrations.rehearsal import NOT_REHEARSED, rehearsal_markdown, should_rehearse

@@ -58,10 +58,7 @@ class RemoveScratchOperator(PgwardenOperator):
     """Teardown task: stop the scratch server and remove the directory, whatever happened before."""
 
     template_fields = (*PgwardenOperator.template_fields, "scratch")
-
-    def __init__(self, *, scratch: str, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.scratch = scratch
+    task_fields = ("scratch",)
 
     def run(self, context: Any) -> None:
         import shutil
@@ -87,10 +84,7 @@ class RestoreDrillOperator(ReappliesErasures, PgwardenOperator):
     """
 
     template_fields = (*PgwardenOperator.template_fields, "scratch")
-
-    def __init__(self, *, scratch: str, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.scratch = scratch
+    task_fields = ("scratch",)
 
     def run(self, context: Any) -> dict[str, object]:
         from pgwarden.engine.drill import run_drill
